@@ -1,0 +1,84 @@
+# payd — build, run, test.
+#
+#   make            build build/payd and the tools
+#   make run        build and start payd embedded on 127.0.0.1:8080 (data in ./payd-data)
+#   make test       unit and integration tests, then the same under ASan+UBSan
+#   make bench      the end-to-end benchmark (bench/flow.sh)
+#
+# Each target installs missing Debian packages first (scripts/deps.sh).
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+DEFS    := -D_GNU_SOURCE -Isrc
+LIBS    := -lmicrohttpd -ljansson -lsqlite3 -linih -lcrypto -lpthread
+
+SRC     := $(shell find src -name '*.c' | sort)
+LIB_SRC := $(filter-out src/payd.c,$(SRC))
+HDRS    := $(shell find src -name '*.h')
+
+B       ?= build
+SAN     :=
+OBJ     := $(patsubst src/%.c,$(B)/obj/%.o,$(SRC))
+LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC))
+
+UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
+TOOLS      := $(if $(wildcard tools/paybench/*.c),$(B)/paybench)
+
+.PHONY: all deps run test test-unit test-integration test-asan bench clean
+
+all: deps $(B)/payd $(TOOLS)
+
+deps:
+	@scripts/deps.sh
+
+$(B)/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -c $< -o $@
+
+$(B)/payd: $(OBJ)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $(OBJ) $(LIBS)
+
+$(B)/paybench: $(wildcard tools/paybench/*.c) $(wildcard tools/paybench/*.h)
+	@mkdir -p $(B)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) -D_GNU_SOURCE -o $@ $(filter %.c,$^) -lcurl -ljansson -lpthread -lm
+
+$(B)/tests/%: tests/unit/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $< $(LIB_OBJ) $(LIBS) -lcmocka
+
+run: all
+	$(B)/payd serve
+
+test: all
+	$(MAKE) test-unit test-integration
+	$(MAKE) test-asan
+
+test-unit: $(UNIT_BIN)
+	@tests/unit/run.sh $(UNIT_BIN)
+
+test-integration: $(B)/payd
+	PAYD_BIN=$(abspath $(B)/payd) python3 tests/integration/run.py
+
+# The whole suite again, built with AddressSanitizer and UndefinedBehaviorSanitizer.
+test-asan:
+	@scripts/deps.sh asan
+	$(MAKE) B=build-asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" \
+	    build-asan/payd test-unit-asan test-integration-asan
+
+.PHONY: test-unit-asan test-integration-asan
+test-unit-asan: $(UNIT_BIN)
+	@ASAN_OPTIONS=detect_leaks=1 tests/unit/run.sh $(UNIT_BIN)
+
+test-integration-asan: $(B)/payd
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_SLOW=1 python3 tests/integration/run.py
+
+bench: all
+	@scripts/deps.sh bench
+	bench/flow.sh
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,120 @@
+/*
+ * common.c - JSON rendering of records and input helpers shared by the
+ * handlers; see internal.h.
+ */
+#include <string.h>
+
+#include "api/internal.h"
+#include "util/util.h"
+
+json_t *api_order_json(const struct order *o)
+{
+    char created[25];
+    clock_format_rfc3339(o->created_ms, created);
+    return json_pack("{s:s, s:s, s:I, s:s, s:o, s:s, s:s}", "id", o->id, "merchant_order_no",
+                     o->merchant_order_no, "amount", (json_int_t)o->amount_minor, "currency",
+                     o->currency, "description",
+                     o->has_description ? json_string(o->description) : json_null(), "status",
+                     order_status_name(o->status), "created_at", created);
+}
+
+json_t *api_payment_json(const struct payment *p)
+{
+    char created[25], updated[25];
+    clock_format_rfc3339(p->created_ms, created);
+    clock_format_rfc3339(p->updated_ms, updated);
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id", p->id,
+                          "order_id", p->order_id, "amount", (json_int_t)p->amount_minor,
+                          "currency", p->currency, "channel", p->channel, "method", p->method,
+                          "status", payment_status_name(p->status), "serial_no", p->serial_no,
+                          "created_at", created, "updated_at", updated);
+    if (p->status == PAYMENT_SUCCEEDED)
+        json_object_set_new(j, "channel_txn_id", json_string(p->channel_txn_id));
+    if (p->status == PAYMENT_FAILED)
+        json_object_set_new(j, "failure", json_pack("{s:s, s:s}", "code", p->failure_code,
+                                                    "message", p->failure_message));
+    return j;
+}
+
+void api_invalid(http_req *r, const char *code, const char *message, const char *param)
+{
+    http_error(r, 400, "invalid_request_error", code, message, param);
+}
+
+json_t *api_parse_object(http_req *r, const char *const *allowed)
+{
+    size_t len;
+    const char *body = http_body(r, &len);
+    json_error_t jerr;
+    json_t *obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!obj) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "the body is not valid JSON: %s (line %d, column %d)",
+                 jerr.text, jerr.line, jerr.column);
+        api_invalid(r, "json_invalid", msg, NULL);
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        api_invalid(r, "body_not_object", "the body must be a JSON object", NULL);
+        return NULL;
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach(obj, key, value) {
+        bool known = false;
+        for (const char *const *a = allowed; *a; a++)
+            if (strcmp(*a, key) == 0)
+                known = true;
+        if (!known) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "unknown field: %.100s", key);
+            api_invalid(r, "parameter_unknown", msg, key);
+            json_decref(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+const char *api_string_field(http_req *r, json_t *obj, const char *name, size_t max_len)
+{
+    json_t *v = json_object_get(obj, name);
+    char msg[160];
+    if (!v || json_is_null(v)) {
+        snprintf(msg, sizeof(msg), "%s is required", name);
+        api_invalid(r, "parameter_missing", msg, name);
+        return NULL;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max_len ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        snprintf(msg, sizeof(msg), "%s must be a string of 1 to %zu characters", name, max_len);
+        api_invalid(r, "parameter_invalid", msg, name);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+void api_not_found(http_req *r, const char *param)
+{
+    http_error(r, 404, "not_found", "resource_missing", "no such object", param);
+}
+
+void api_store_failed(http_req *r, int rc)
+{
+    if (rc == STORE_E_BUSY) {
+        http_add_header(r, "Retry-After", "1");
+        http_error(r, 503, "service_degraded", "overloaded",
+                   "We are handling a lot of requests right now. Please try again in a moment.",
+                   NULL);
+        return;
+    }
+    http_error(r, 500, "api_error", "internal_error",
+               "Something went wrong on our side; nothing was changed. Please try again.",
+               NULL);
+}
+
+void api_resume_on_commit(struct store_op *op)
+{
+    http_resume(op->arg);
+}

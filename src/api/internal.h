@@ -1,0 +1,56 @@
+/*
+ * internal.h - what the API's handler files share: the per-request context,
+ * the handlers themselves, and JSON helpers for the records and for input.
+ */
+#ifndef PAYD_API_INTERNAL_H
+#define PAYD_API_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "api/api.h"
+#include "core/model.h"
+
+/* One request's state, owned by the request (freed when it ends). */
+struct api_ctx {
+    struct app *app;
+    struct merchant merchant; /* set for authenticated routes */
+    struct store_op op;       /* the write this request waits for, if any */
+    /* payments */
+    char idem_key[IDEM_KEY_MAX + 1];
+    bool has_idem_key, idem_entered;
+    char fingerprint[IDEM_FINGERPRINT_LEN + 1];
+    char *response_body; /* the 202 body, stored with the idempotency key */
+    char lock_key[ID_MAX];
+    int64_t fence;
+    bool locked;
+};
+
+typedef void api_handler(struct api_ctx *c, http_req *r, const char *id);
+
+api_handler api_order_create, api_order_get;
+api_handler api_payment_create, api_payment_get, api_payment_list;
+api_handler api_channel_list, api_balance;
+api_handler api_healthz, api_readyz, api_metrics;
+
+/* Records as the API shows them (new references). */
+json_t *api_order_json(const struct order *o);
+json_t *api_payment_json(const struct payment *p);
+
+/* Parses the body as a JSON object whose keys are all in allowed (NULL-
+ * terminated). On failure answers 400 and returns NULL. */
+json_t *api_parse_object(http_req *r, const char *const *allowed);
+
+/* A required string field of at most max_len bytes; answers 400 and returns
+ * NULL when absent or not a string (empty strings are refused too). */
+const char *api_string_field(http_req *r, json_t *obj, const char *name, size_t max_len);
+
+/* A store_op done() callback that resumes the request in op->arg. */
+void api_resume_on_commit(struct store_op *op);
+
+/* Common answers. */
+void api_not_found(http_req *r, const char *param);
+void api_store_failed(http_req *r, int rc);
+void api_invalid(http_req *r, const char *code, const char *message, const char *param);
+
+#endif

@@ -1,0 +1,260 @@
+/*
+ * payments.c - POST /v1/payments, GET /v1/payments/{id}, GET /v1/payments.
+ *
+ * Accepting a payment: validate -> idempotency (in-flight mark, then the
+ * stored answer) -> read the order -> take the order's lock (its fencing
+ * token goes into the write) -> write the payment, its queue message and
+ * the idempotency record in one transaction -> 202. The request holds no
+ * thread while its write waits for the group commit. A payment worker does
+ * the rest.
+ *
+ * The lock and the in-flight mark only spare work and give the right answer
+ * fast; the store's constraints (one processing payment per order, one
+ * record per idempotency key) decide every race.
+ */
+#include <string.h>
+
+#include "api/internal.h"
+#include "util/util.h"
+
+#define ORDER_LOCK_TTL_MS 10000
+
+static const char *const payment_fields[] = {"order_id", "channel", "method", NULL};
+
+static void replay(http_req *r, const char *fingerprint, const struct idem_record *rec)
+{
+    if (strcmp(rec->fingerprint, fingerprint) != 0) {
+        http_error(r, 422, "idempotency_error", "idempotency_key_reused",
+                   "This Idempotency-Key was used with a different request.",
+                   "Idempotency-Key");
+        return;
+    }
+    http_add_header(r, "Idempotent-Replayed", "true");
+    http_respond_raw(r, rec->status, xstrdup(rec->body), strlen(rec->body));
+}
+
+/* Undoes what the request holds: the order lock and the in-flight mark. */
+static void let_go(struct api_ctx *c)
+{
+    if (c->locked) {
+        lock_release(c->app->lock, c->lock_key, c->fence);
+        c->locked = false;
+    }
+    if (c->idem_entered) {
+        idem_inflight_leave(c->app->inflight, c->merchant.id, c->idem_key);
+        c->idem_entered = false;
+    }
+}
+
+static void payment_written(http_req *r)
+{
+    struct api_ctx *c = http_user(r);
+    let_go(c);
+    switch (c->op.rc) {
+    case STORE_OK:
+        queue_notify(c->app->queue);
+        http_respond_raw(r, 202, c->response_body, strlen(c->response_body));
+        c->response_body = NULL; /* the server owns it now */
+        break;
+    case STORE_E_IDEM_EXISTS:
+        replay(r, c->fingerprint, &c->op.out.idem);
+        free(c->op.out.idem.body);
+        break;
+    case STORE_E_NOT_FOUND:
+        api_not_found(r, "order_id");
+        break;
+    case STORE_E_NOT_PAYABLE:
+        http_error(r, 409, "conflict", "order_already_paid", "This order is already paid.",
+                   "order_id");
+        break;
+    case STORE_E_IN_PROGRESS:
+    case STORE_E_STALE_FENCE:
+        http_error(r, 409, "conflict", "payment_in_progress",
+                   "A payment of this order is being processed.", "order_id");
+        break;
+    default:
+        api_store_failed(r, c->op.rc);
+    }
+}
+
+/* Checks the Idempotency-Key header; false (answered 400) when malformed. */
+static bool read_idem_key(struct api_ctx *c, http_req *r)
+{
+    const char *key = http_header(r, "Idempotency-Key");
+    if (!key)
+        return true;
+    size_t n = strlen(key);
+    bool ok = n >= 1 && n <= IDEM_KEY_MAX;
+    for (const char *p = key; ok && *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+            ok = false;
+    if (!ok) {
+        api_invalid(r, "idempotency_key_invalid",
+                    "Idempotency-Key must be 1 to 255 characters without control characters",
+                    "Idempotency-Key");
+        return false;
+    }
+    memcpy(c->idem_key, key, n + 1);
+    c->has_idem_key = true;
+    return true;
+}
+
+void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
+{
+    (void)unused;
+    struct app *app = c->app;
+    if (!read_idem_key(c, r))
+        return;
+    json_t *body = api_parse_object(r, payment_fields);
+    if (!body)
+        return;
+    const char *order_id = api_string_field(r, body, "order_id", ID_MAX - 1);
+    const char *channel_name = order_id ? api_string_field(r, body, "channel", CHANNEL_NAME_MAX)
+                                        : NULL;
+    const char *method = channel_name ? api_string_field(r, body, "method", METHOD_NAME_MAX)
+                                      : NULL;
+    if (!method)
+        goto out_body;
+    channel *ch = channel_set_find(app->channels, channel_name);
+    if (!ch) {
+        api_invalid(r, "channel_invalid", "unknown channel; see GET /v1/channels", "channel");
+        goto out_body;
+    }
+    if (!channel_method_valid(ch, method)) {
+        api_invalid(r, "method_invalid", "this channel has no such method", "method");
+        goto out_body;
+    }
+
+    struct payment *p = &c->op.in.payment_create.payment;
+    snprintf(p->order_id, sizeof(p->order_id), "%s", order_id);
+    snprintf(p->channel, sizeof(p->channel), "%s", channel_name);
+    snprintf(p->method, sizeof(p->method), "%s", method);
+
+    if (c->has_idem_key) {
+        char *canonical = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+        idem_fingerprint("POST", "/v1/payments", canonical, c->fingerprint);
+        free(canonical);
+        int rc = idem_inflight_enter(app->inflight, c->merchant.id, c->idem_key);
+        if (rc != 0) {
+            if (rc == -1)
+                http_error(r, 409, "conflict", "idempotency_key_in_use",
+                           "A request with this Idempotency-Key is being handled; retry "
+                           "later.",
+                           "Idempotency-Key");
+            else
+                api_store_failed(r, STORE_E_BUSY);
+            goto out_body;
+        }
+        c->idem_entered = true;
+        struct idem_record rec;
+        rc = store_idem_get(app->store, c->merchant.id, c->idem_key, &rec);
+        if (rc == STORE_OK) {
+            replay(r, c->fingerprint, &rec);
+            free(rec.body);
+            goto out_let_go;
+        }
+        if (rc != STORE_E_NOT_FOUND) {
+            api_store_failed(r, rc);
+            goto out_let_go;
+        }
+    }
+
+    struct order order;
+    int rc = store_order_get(app->store, c->merchant.id, p->order_id, &order);
+    if (rc == STORE_E_NOT_FOUND) {
+        api_not_found(r, "order_id");
+        goto out_let_go;
+    }
+    if (rc != STORE_OK) {
+        api_store_failed(r, rc);
+        goto out_let_go;
+    }
+    if (order.status != ORDER_PENDING_PAYMENT) {
+        http_error(r, 409, "conflict", "order_already_paid",
+                   "This order is already paid or can no longer be paid.", "order_id");
+        goto out_let_go;
+    }
+
+    snprintf(c->lock_key, sizeof(c->lock_key), "%s", order.id);
+    if (lock_acquire(app->lock, c->lock_key, ORDER_LOCK_TTL_MS, 0, &c->fence) != LOCK_OK) {
+        http_error(r, 409, "conflict", "payment_in_progress",
+                   "A payment of this order is being processed.", "order_id");
+        goto out_let_go;
+    }
+    c->locked = true;
+
+    p->created_ms = p->updated_ms = clock_wall_ms();
+    id_new("pay_", p->created_ms, p->id);
+    serial_no_new(p->created_ms, p->serial_no);
+    snprintf(p->merchant_id, sizeof(p->merchant_id), "%s", c->merchant.id);
+    p->amount_minor = order.amount_minor;
+    memcpy(p->currency, order.currency, sizeof(p->currency));
+    p->status = PAYMENT_PROCESSING;
+    json_t *shown = api_payment_json(p);
+    c->response_body = json_dumps(shown, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(shown);
+
+    c->op.kind = STORE_OP_PAYMENT_CREATE;
+    c->op.in.payment_create.fence = c->fence;
+    if (c->has_idem_key) {
+        c->op.in.payment_create.idem_key = c->idem_key;
+        c->op.in.payment_create.idem_fingerprint = c->fingerprint;
+        c->op.in.payment_create.idem_status = 202;
+        c->op.in.payment_create.idem_body = c->response_body;
+    }
+    c->op.done = api_resume_on_commit;
+    c->op.arg = r;
+    json_decref(body);
+    http_suspend(r, payment_written);
+    if ((c->op.rc = store_submit(app->store, &c->op)) != STORE_OK)
+        http_resume(r);
+    return;
+
+out_let_go:
+    let_go(c);
+out_body:
+    json_decref(body);
+}
+
+void api_payment_get(struct api_ctx *c, http_req *r, const char *id)
+{
+    struct payment p;
+    int rc = store_payment_get(c->app->store, c->merchant.id, id, &p);
+    if (rc == STORE_OK)
+        http_respond_json(r, 200, api_payment_json(&p));
+    else if (rc == STORE_E_NOT_FOUND)
+        api_not_found(r, NULL);
+    else
+        api_store_failed(r, rc);
+}
+
+static int append_payment(void *arg, const struct payment *p)
+{
+    json_array_append_new(arg, api_payment_json(p));
+    return 0;
+}
+
+void api_payment_list(struct api_ctx *c, http_req *r, const char *unused)
+{
+    (void)unused;
+    const char *order_id = http_query(r, "order_id");
+    if (!order_id || !*order_id) {
+        api_invalid(r, "parameter_missing", "order_id is required", "order_id");
+        return;
+    }
+    struct order order;
+    int rc = store_order_get(c->app->store, c->merchant.id, order_id, &order);
+    if (rc == STORE_E_NOT_FOUND) {
+        api_not_found(r, "order_id");
+        return;
+    }
+    json_t *data = json_array();
+    if (rc == STORE_OK)
+        rc = store_payment_list(c->app->store, c->merchant.id, order_id, append_payment, data);
+    if (rc != STORE_OK) {
+        json_decref(data);
+        api_store_failed(r, rc);
+        return;
+    }
+    http_respond_json(r, 200, json_pack("{s:o}", "data", data));
+}

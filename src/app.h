@@ -1,0 +1,33 @@
+/*
+ * app.h - what one payd process holds, wired once at start-up in payd.c and
+ * shared (read-only after start-up, but for the atomics) by the API
+ * handlers and the payment workers.
+ */
+#ifndef PAYD_APP_H
+#define PAYD_APP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "channel/channel.h"
+#include "conf.h"
+#include "core/idem.h"
+#include "lock/lock.h"
+#include "obs/metrics.h"
+#include "queue/queue.h"
+#include "store/store.h"
+
+#define PAYD_VERSION "0.1.0"
+
+struct app {
+    const struct conf *conf;
+    store *store;
+    lock_service *lock;
+    queue *queue;
+    channel_set *channels;
+    idem_inflight *inflight;
+    metrics *metrics;
+    atomic_bool draining; /* SIGTERM seen: /readyz answers 503 */
+};
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * channel.c - the set of configured channels; see channel.h.
+ */
+#include "channel/channel.h"
+
+#include <string.h>
+
+#include "util/util.h"
+
+struct channel_set {
+    int count;
+    channel *channels[CONF_CHANNELS_MAX];
+};
+
+const char *chan_outcome_name(enum chan_outcome o)
+{
+    switch (o) {
+    case CHAN_SUCCEEDED: return "succeeded";
+    case CHAN_DECLINED: return "declined";
+    case CHAN_ERROR: return "error";
+    case CHAN_UNKNOWN: return "unknown";
+    case CHAN_NOT_FOUND: return "not_found";
+    default:
+        PAYD_ASSERT(!"unknown channel outcome");
+        return "";
+    }
+}
+
+bool channel_method_valid(const channel *ch, const char *method)
+{
+    for (const char *const *m = ch->methods; *m; m++)
+        if (strcmp(*m, method) == 0)
+            return true;
+    return false;
+}
+
+channel_set *channel_set_new(const struct conf *conf, char *err, size_t err_size)
+{
+    channel_set *set = xcalloc(1, sizeof(*set));
+    for (int i = 0; i < conf->channel_count; i++) {
+        const struct conf_channel *cc = &conf->channels[i];
+        channel *ch = NULL;
+        switch ((enum channel_type)cc->type) {
+        case CHANNEL_TYPE_SANDBOX:
+            ch = channel_sandbox_new(cc, conf->data_dir, err, err_size);
+            break;
+        default:
+            PAYD_ASSERT(!"unknown channel type");
+        }
+        if (!ch) {
+            channel_set_free(set);
+            return NULL;
+        }
+        set->channels[set->count++] = ch;
+    }
+    return set;
+}
+
+void channel_set_free(channel_set *set)
+{
+    if (!set)
+        return;
+    for (int i = 0; i < set->count; i++)
+        set->channels[i]->be->free(set->channels[i]);
+    free(set);
+}
+
+channel *channel_set_find(channel_set *set, const char *name)
+{
+    for (int i = 0; i < set->count; i++)
+        if (strcmp(set->channels[i]->name, name) == 0)
+            return set->channels[i];
+    return NULL;
+}
+
+int channel_set_count(const channel_set *set)
+{
+    return set->count;
+}
+
+channel *channel_set_at(channel_set *set, int i)
+{
+    PAYD_ASSERT(i >= 0 && i < set->count);
+    return set->channels[i];
+}

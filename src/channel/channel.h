@@ -1,0 +1,89 @@
+/*
+ * channel.h - payment channels (PSPs), and the set configured.
+ *
+ * A channel charges a payment and answers queries about it, both keyed by
+ * the payment's serial number, which the channel uses to refuse a second
+ * charge. Calls are synchronous and made from payment worker threads, never
+ * from a server thread. Every answer is one of five outcomes; UNKNOWN (a
+ * timeout, a lost answer) means the charge may or may not have happened and
+ * must be resolved by query, never by charging again.
+ *
+ * Backends: sandbox (in process, with its own durable journal); http (a
+ * remote PSP) comes later behind the same table.
+ */
+#ifndef PAYD_CHANNEL_CHANNEL_H
+#define PAYD_CHANNEL_CHANNEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "core/model.h"
+
+enum chan_outcome {
+    CHAN_SUCCEEDED,  /* charged; txn_id set */
+    CHAN_DECLINED,   /* refused for a business reason; code and message set */
+    CHAN_ERROR,      /* system error; nothing charged */
+    CHAN_UNKNOWN,    /* no answer; query to find out */
+    CHAN_NOT_FOUND,  /* query: the channel has no charge with this serial number */
+};
+
+const char *chan_outcome_name(enum chan_outcome o);
+
+struct chan_request {
+    const char *serial_no;
+    int64_t amount_minor;
+    const char *currency;
+    const char *method;
+};
+
+struct chan_result {
+    enum chan_outcome outcome;
+    char txn_id[CHANNEL_TXN_ID_MAX + 1];
+    char code[FAILURE_CODE_MAX + 1];
+    char message[FAILURE_MESSAGE_MAX + 1];
+};
+
+typedef struct channel channel;
+
+struct channel_backend {
+    const char *type;
+    void (*charge)(channel *ch, const struct chan_request *req, struct chan_result *res);
+    void (*query)(channel *ch, const char *serial_no, struct chan_result *res);
+    void (*free)(channel *ch);
+};
+
+struct channel {
+    const struct channel_backend *be;
+    char name[CHANNEL_NAME_MAX + 1];
+    int64_t timeout_ms;
+    const char *const *methods; /* NULL-terminated */
+};
+
+/* The sandbox channel, journaling to DIR/sandbox.db (DIR/sandbox-NAME.db for
+ * a channel of another name). NULL with a message in err on failure. */
+channel *channel_sandbox_new(const struct conf_channel *cc, const char *data_dir, char *err,
+                             size_t err_size);
+
+static inline void channel_charge(channel *ch, const struct chan_request *req,
+                                  struct chan_result *res)
+{
+    ch->be->charge(ch, req, res);
+}
+static inline void channel_query(channel *ch, const char *serial_no, struct chan_result *res)
+{
+    ch->be->query(ch, serial_no, res);
+}
+
+bool channel_method_valid(const channel *ch, const char *method);
+
+/* The configured channels. */
+typedef struct channel_set channel_set;
+
+channel_set *channel_set_new(const struct conf *conf, char *err, size_t err_size);
+void channel_set_free(channel_set *set);
+channel *channel_set_find(channel_set *set, const char *name);
+int channel_set_count(const channel_set *set);
+channel *channel_set_at(channel_set *set, int i);
+
+#endif

@@ -1,0 +1,302 @@
+/*
+ * sandbox.c - the sandbox channel: an in-process stand-in for a PSP.
+ *
+ * It behaves as a real PSP would towards payd: it keeps its own durable
+ * journal of charges (SQLite, synchronous=FULL, in the data directory) keyed
+ * by the merchant's serial number, refuses to charge one serial number twice
+ * (a repeated charge returns the first outcome and charges nothing), and
+ * answers queries by serial number. Its behaviour is chosen by the method:
+ *
+ *   ok        charged, succeeds
+ *   declined  refused: card_declined (journaled, nothing charged)
+ *   slow      charged, the answer comes after about 2 s (after timeout_ms,
+ *             as a timeout, when that is shorter)
+ *   unknown   charged, then no answer: the call times out after timeout_ms
+ *   error     system error, nothing charged, nothing journaled
+ *
+ * Journal writes from concurrent workers are group-committed: the first
+ * caller to find no commit under way becomes the leader, writes every
+ * request waiting at that moment in one transaction, and wakes the others.
+ */
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "channel/channel.h"
+#include "util/util.h"
+
+#define SLOW_MS 2000
+
+static const char *const sandbox_methods[] = {"ok", "declined", "slow", "unknown", "error",
+                                              NULL};
+
+enum journal_kind { J_CHARGE, J_QUERY };
+
+/* One request waiting for the journal; lives on its caller's stack. */
+struct pending {
+    enum journal_kind kind;
+    const char *serial_no;
+    const struct chan_request *req; /* J_CHARGE */
+    bool succeed;                   /* J_CHARGE: charged (true) or declined */
+    struct chan_result *res;
+    bool done;
+    struct pending *next;
+};
+
+struct sandbox {
+    channel base;
+    sqlite3 *db;
+    sqlite3_stmt *insert, *select, *begin, *commit, *rollback;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct pending *head, **tail;
+    bool leader_active;
+};
+
+static void result_from_row(sqlite3_stmt *st, struct chan_result *res)
+{
+    const char *status = (const char *)sqlite3_column_text(st, 0);
+    const char *txn = (const char *)sqlite3_column_text(st, 1);
+    memset(res, 0, sizeof(*res));
+    if (strcmp(status, "succeeded") == 0) {
+        res->outcome = CHAN_SUCCEEDED;
+        snprintf(res->txn_id, sizeof(res->txn_id), "%s", txn ? txn : "");
+    } else {
+        res->outcome = CHAN_DECLINED;
+        snprintf(res->code, sizeof(res->code), "card_declined");
+        snprintf(res->message, sizeof(res->message), "The card was declined.");
+    }
+}
+
+/* Looks up a serial number; true when found (res filled). */
+static bool journal_find(struct sandbox *sb, const char *serial_no, struct chan_result *res,
+                         bool *failed)
+{
+    sqlite3_bind_text(sb->select, 1, serial_no, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(sb->select);
+    if (rc == SQLITE_ROW)
+        result_from_row(sb->select, res);
+    *failed = rc != SQLITE_ROW && rc != SQLITE_DONE;
+    sqlite3_reset(sb->select);
+    return rc == SQLITE_ROW;
+}
+
+static void run_one(struct sandbox *sb, struct pending *p)
+{
+    bool failed = false;
+    if (journal_find(sb, p->serial_no, p->res, &failed))
+        return; /* known serial: its first outcome, nothing new charged */
+    if (failed) {
+        p->res->outcome = CHAN_ERROR;
+        return;
+    }
+    if (p->kind == J_QUERY) {
+        memset(p->res, 0, sizeof(*p->res));
+        p->res->outcome = CHAN_NOT_FOUND;
+        return;
+    }
+    char txn[CHANNEL_TXN_ID_MAX + 1] = "";
+    if (p->succeed) {
+        uint8_t rnd[12];
+        rand_bytes(rnd, sizeof(rnd));
+        memcpy(txn, "sbx_", 4);
+        hex_encode(rnd, sizeof(rnd), txn + 4);
+    }
+    sqlite3_stmt *st = sb->insert;
+    sqlite3_bind_text(st, 1, p->serial_no, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, p->req->amount_minor);
+    sqlite3_bind_text(st, 3, p->req->currency, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, p->req->method, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, p->succeed ? "succeeded" : "declined", -1, SQLITE_STATIC);
+    if (p->succeed)
+        sqlite3_bind_text(st, 6, txn, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 6);
+    sqlite3_bind_int64(st, 7, clock_wall_ms());
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    memset(p->res, 0, sizeof(*p->res));
+    if (rc != SQLITE_DONE) {
+        p->res->outcome = CHAN_ERROR;
+    } else if (p->succeed) {
+        p->res->outcome = CHAN_SUCCEEDED;
+        snprintf(p->res->txn_id, sizeof(p->res->txn_id), "%s", txn);
+    } else {
+        p->res->outcome = CHAN_DECLINED;
+        snprintf(p->res->code, sizeof(p->res->code), "card_declined");
+        snprintf(p->res->message, sizeof(p->res->message), "The card was declined.");
+    }
+}
+
+/* Writes a batch in one transaction. A failed commit turns every charge in
+ * it into a system error: nothing of it was journaled, so nothing charged. */
+static void run_batch(struct sandbox *sb, struct pending *batch)
+{
+    bool in_txn = sqlite3_step(sb->begin) == SQLITE_DONE;
+    sqlite3_reset(sb->begin);
+    for (struct pending *p = batch; p; p = p->next) {
+        if (in_txn) {
+            run_one(sb, p);
+        } else {
+            memset(p->res, 0, sizeof(*p->res));
+            p->res->outcome = CHAN_ERROR;
+        }
+    }
+    if (!in_txn)
+        return;
+    int rc = sqlite3_step(sb->commit);
+    sqlite3_reset(sb->commit);
+    if (rc != SQLITE_DONE) {
+        sqlite3_step(sb->rollback);
+        sqlite3_reset(sb->rollback);
+        for (struct pending *p = batch; p; p = p->next) {
+            memset(p->res, 0, sizeof(*p->res));
+            p->res->outcome = CHAN_ERROR;
+        }
+    }
+}
+
+static void journal(struct sandbox *sb, struct pending *p)
+{
+    p->done = false;
+    p->next = NULL;
+    pthread_mutex_lock(&sb->mu);
+    *sb->tail = p;
+    sb->tail = &p->next;
+    while (!p->done) {
+        if (sb->leader_active) {
+            pthread_cond_wait(&sb->cond, &sb->mu);
+            continue;
+        }
+        sb->leader_active = true;
+        struct pending *batch = sb->head;
+        sb->head = NULL;
+        sb->tail = &sb->head;
+        pthread_mutex_unlock(&sb->mu);
+        run_batch(sb, batch);
+        pthread_mutex_lock(&sb->mu);
+        for (struct pending *q = batch; q;) {
+            struct pending *next = q->next; /* read before the owner may leave */
+            q->done = true;
+            q = next;
+        }
+        sb->leader_active = false;
+        pthread_cond_broadcast(&sb->cond);
+    }
+    pthread_mutex_unlock(&sb->mu);
+}
+
+static void sandbox_charge(channel *ch, const struct chan_request *req, struct chan_result *res)
+{
+    struct sandbox *sb = (struct sandbox *)ch;
+    const char *m = req->method;
+    memset(res, 0, sizeof(*res));
+    if (strcmp(m, "error") == 0) {
+        res->outcome = CHAN_ERROR;
+        snprintf(res->code, sizeof(res->code), "system_error");
+        snprintf(res->message, sizeof(res->message), "The channel had a system error.");
+        return;
+    }
+    bool slow = strcmp(m, "slow") == 0;
+    bool unknown = strcmp(m, "unknown") == 0;
+    int64_t answer_after_ms = 0;
+    if (slow)
+        answer_after_ms = SLOW_MS < ch->timeout_ms ? SLOW_MS : ch->timeout_ms;
+    if (unknown)
+        answer_after_ms = ch->timeout_ms;
+    if (slow)
+        sleep_ms(answer_after_ms); /* the PSP takes its time before charging */
+
+    struct pending p = {.kind = J_CHARGE, .serial_no = req->serial_no, .req = req,
+                        .succeed = strcmp(m, "declined") != 0, .res = res};
+    journal(sb, &p);
+
+    if (unknown) {
+        sleep_ms(answer_after_ms); /* charged, but the answer never arrives */
+        memset(res, 0, sizeof(*res));
+        res->outcome = CHAN_UNKNOWN;
+    } else if (slow && SLOW_MS > ch->timeout_ms) {
+        memset(res, 0, sizeof(*res));
+        res->outcome = CHAN_UNKNOWN; /* the caller's timeout came first */
+    }
+}
+
+static void sandbox_query(channel *ch, const char *serial_no, struct chan_result *res)
+{
+    struct pending p = {.kind = J_QUERY, .serial_no = serial_no, .res = res};
+    journal((struct sandbox *)ch, &p);
+}
+
+static void sandbox_free(channel *ch)
+{
+    struct sandbox *sb = (struct sandbox *)ch;
+    if (!sb)
+        return;
+    sqlite3_finalize(sb->insert);
+    sqlite3_finalize(sb->select);
+    sqlite3_finalize(sb->begin);
+    sqlite3_finalize(sb->commit);
+    sqlite3_finalize(sb->rollback);
+    sqlite3_close(sb->db);
+    pthread_mutex_destroy(&sb->mu);
+    pthread_cond_destroy(&sb->cond);
+    free(sb);
+}
+
+static const struct channel_backend sandbox_backend = {
+    .type = "sandbox",
+    .charge = sandbox_charge,
+    .query = sandbox_query,
+    .free = sandbox_free,
+};
+
+channel *channel_sandbox_new(const struct conf_channel *cc, const char *data_dir, char *err,
+                             size_t err_size)
+{
+    struct sandbox *sb = xcalloc(1, sizeof(*sb));
+    sb->base.be = &sandbox_backend;
+    snprintf(sb->base.name, sizeof(sb->base.name), "%s", cc->name);
+    sb->base.timeout_ms = cc->timeout_ms;
+    sb->base.methods = sandbox_methods;
+    sb->tail = &sb->head;
+    pthread_mutex_init(&sb->mu, NULL);
+    pthread_cond_init(&sb->cond, NULL);
+
+    char path[1200];
+    if (strcmp(cc->name, "sandbox") == 0)
+        snprintf(path, sizeof(path), "%s/sandbox.db", data_dir);
+    else
+        snprintf(path, sizeof(path), "%s/sandbox-%s.db", data_dir, cc->name);
+    if (sqlite3_open_v2(path, &sb->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK)
+        goto out_fail;
+    sqlite3_busy_timeout(sb->db, 10000);
+    if (sqlite3_exec(sb->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "CREATE TABLE IF NOT EXISTS charges(serial_no TEXT PRIMARY KEY,"
+                     " amount INTEGER NOT NULL, currency TEXT NOT NULL, method TEXT NOT NULL,"
+                     " status TEXT NOT NULL CHECK (status IN ('succeeded','declined')),"
+                     " txn_id TEXT, created_ms INTEGER NOT NULL) WITHOUT ROWID;",
+                     NULL, NULL, NULL) != SQLITE_OK)
+        goto out_fail;
+    if (sqlite3_prepare_v2(sb->db,
+                           "INSERT INTO charges(serial_no, amount, currency, method, status,"
+                           " txn_id, created_ms) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                           -1, &sb->insert, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(sb->db, "SELECT status, txn_id FROM charges WHERE serial_no = ?1",
+                           -1, &sb->select, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(sb->db, "BEGIN IMMEDIATE", -1, &sb->begin, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(sb->db, "COMMIT", -1, &sb->commit, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(sb->db, "ROLLBACK", -1, &sb->rollback, NULL) != SQLITE_OK)
+        goto out_fail;
+    return &sb->base;
+
+out_fail:
+    snprintf(err, err_size, "sandbox channel %s: %s: %s", cc->name, path,
+             sb->db ? sqlite3_errmsg(sb->db) : "cannot open");
+    sandbox_free(&sb->base);
+    return NULL;
+}

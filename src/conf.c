@@ -1,0 +1,311 @@
+/*
+ * conf.c - the configuration table and its three sources; see conf.h.
+ *
+ * The INI file is parsed by inih (Debian's libinih); this file only maps a
+ * (section, key, value) triple onto the table.
+ */
+#include "conf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/util.h"
+
+enum key_type { KEY_INT, KEY_STR, KEY_ENUM };
+
+/* One configuration key. For KEY_INT the value lies in [min, max]; for
+ * KEY_ENUM it is one of names[], stored as its index; KEY_STR is copied into
+ * a buffer of size max. */
+struct key {
+    const char *section;
+    const char *name;
+    enum key_type type;
+    size_t offset;
+    int64_t min, max;
+    const char *const *names;
+    const char *deflt;
+};
+
+static const char *const log_formats[] = {"json", "text", NULL};
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const channel_types[] = {"sandbox", NULL};
+
+#define INT_KEY(sec, nm, field, lo, hi, def)                                              \
+    {sec, nm, KEY_INT, offsetof(struct conf, field), lo, hi, NULL, def}
+#define STR_KEY(sec, nm, field, def)                                                      \
+    {sec, nm, KEY_STR, offsetof(struct conf, field), 0, sizeof(((struct conf *)0)->field),  \
+     NULL, def}
+#define ENUM_KEY(sec, nm, field, names, def)                                              \
+    {sec, nm, KEY_ENUM, offsetof(struct conf, field), 0, 0, names, def}
+
+static const struct key keys[] = {
+    STR_KEY("server", "listen", listen, "127.0.0.1:8080"),
+    STR_KEY("server", "data_dir", data_dir, "./payd-data"),
+    INT_KEY("server", "max_body_bytes", max_body_bytes, 256, 64 << 20, "65536"),
+    INT_KEY("server", "http_threads", http_threads, 1, 64, "2"),
+    INT_KEY("store", "max_batch", store_max_batch, 1, 100000, "1024"),
+    INT_KEY("store", "queue_capacity", store_queue_capacity, 16, 1 << 22, "16384"),
+    INT_KEY("worker", "threads", worker_threads, 1, 1024, "64"),
+    INT_KEY("worker", "lease_ms", worker_lease_ms, 1000, 3600000, "30000"),
+    INT_KEY("worker", "max_attempts", worker_max_attempts, 1, 100, "3"),
+    INT_KEY("worker", "retry_base_ms", worker_retry_base_ms, 1, 3600000, "250"),
+    INT_KEY("worker", "retry_max_ms", worker_retry_max_ms, 1, 86400000, "30000"),
+    INT_KEY("idempotency", "ttl_s", idem_ttl_s, 1, 365LL * 86400, "86400"),
+    INT_KEY("idempotency", "purge_interval_s", idem_purge_interval_s, 1, 86400, "60"),
+    ENUM_KEY("log", "format", log_format, log_formats, "json"),
+    ENUM_KEY("log", "level", log_level, log_levels, "info"),
+};
+
+/* Keys of a [channel.NAME] section, with offsets into struct conf_channel. */
+static const struct key channel_keys[] = {
+    {"channel", "type", KEY_ENUM, offsetof(struct conf_channel, type), 0, 0, channel_types,
+     "sandbox"},
+    {"channel", "timeout_ms", KEY_INT, offsetof(struct conf_channel, timeout_ms), 1, 600000,
+     NULL, "3000"},
+};
+
+static int set_value(void *base, const struct key *k, const char *section, const char *value,
+                     char err[CONF_ERR_MAX])
+{
+    char *field = (char *)base + k->offset;
+    switch (k->type) {
+    case KEY_INT: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end != '\0' || v < k->min || v > k->max) {
+            snprintf(err, CONF_ERR_MAX,
+                     "config: [%s] %s: '%s' is not an integer from %lld to %lld", section,
+                     k->name, value, (long long)k->min, (long long)k->max);
+            return -1;
+        }
+        *(int64_t *)field = v;
+        return 0;
+    }
+    case KEY_STR:
+        if (value[0] == '\0' || strlen(value) >= (size_t)k->max) {
+            snprintf(err, CONF_ERR_MAX, "config: [%s] %s: value is empty or too long", section,
+                     k->name);
+            return -1;
+        }
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+    case KEY_ENUM:
+        for (int i = 0; k->names[i]; i++)
+            if (strcmp(k->names[i], value) == 0) {
+                *(int64_t *)field = i;
+                return 0;
+            }
+        snprintf(err, CONF_ERR_MAX, "config: [%s] %s: '%s' is not one of the allowed values",
+                 section, k->name, value);
+        return -1;
+    default:
+        PAYD_ASSERT(!"unknown key type");
+        return -1;
+    }
+}
+
+static bool channel_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > 32)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '_' &&
+            *p != '-')
+            return false;
+    return true;
+}
+
+/* Finds or adds the channel of a "channel.NAME" section. */
+static struct conf_channel *channel_for(struct conf *conf, const char *name, bool add,
+                                        char err[CONF_ERR_MAX])
+{
+    for (int i = 0; i < conf->channel_count; i++)
+        if (strcmp(conf->channels[i].name, name) == 0)
+            return &conf->channels[i];
+    if (!add)
+        return NULL;
+    if (!channel_name_valid(name)) {
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [channel.%s]: a channel name is 1 to 32 of a-z 0-9 _ -", name);
+        return NULL;
+    }
+    if (conf->channel_count == CONF_CHANNELS_MAX) {
+        snprintf(err, CONF_ERR_MAX, "config: [channel.%s]: more than %d channels", name,
+                 CONF_CHANNELS_MAX);
+        return NULL;
+    }
+    struct conf_channel *ch = &conf->channels[conf->channel_count++];
+    memset(ch, 0, sizeof(*ch));
+    snprintf(ch->name, sizeof(ch->name), "%s", name);
+    for (size_t i = 0; i < ARRAY_LEN(channel_keys); i++) {
+        char ignored[CONF_ERR_MAX];
+        PAYD_ASSERT(set_value(ch, &channel_keys[i], "channel", channel_keys[i].deflt,
+                              ignored) == 0);
+    }
+    return ch;
+}
+
+void conf_defaults(struct conf *conf)
+{
+    memset(conf, 0, sizeof(*conf));
+    for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
+        char err[CONF_ERR_MAX];
+        PAYD_ASSERT(set_value(conf, &keys[i], keys[i].section, keys[i].deflt, err) == 0);
+    }
+}
+
+int conf_set(struct conf *conf, const char *section, const char *key, const char *value,
+             char err[CONF_ERR_MAX])
+{
+    if (strncmp(section, "channel.", 8) == 0) {
+        struct conf_channel *ch = channel_for(conf, section + 8, true, err);
+        if (!ch)
+            return -1;
+        for (size_t i = 0; i < ARRAY_LEN(channel_keys); i++)
+            if (strcmp(channel_keys[i].name, key) == 0)
+                return set_value(ch, &channel_keys[i], section, value, err);
+        snprintf(err, CONF_ERR_MAX, "config: [%s] %s: unknown key", section, key);
+        return -1;
+    }
+    bool section_known = false;
+    for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
+        if (strcmp(keys[i].section, section) != 0)
+            continue;
+        section_known = true;
+        if (strcmp(keys[i].name, key) == 0)
+            return set_value(conf, &keys[i], section, value, err);
+    }
+    if (section_known)
+        snprintf(err, CONF_ERR_MAX, "config: [%s] %s: unknown key", section, key);
+    else
+        snprintf(err, CONF_ERR_MAX, "config: [%s]: unknown section (key %s)", section, key);
+    return -1;
+}
+
+struct file_ctx {
+    struct conf *conf;
+    char *err;
+    bool failed;
+};
+
+static int on_ini_line(void *user, const char *section, const char *name, const char *value)
+{
+    struct file_ctx *ctx = user;
+    if (ctx->failed)
+        return 0;
+    if (!name) { /* a section header alone (inih calls with name NULL) */
+        if (strncmp(section, "channel.", 8) == 0 &&
+            !channel_for(ctx->conf, section + 8, true, ctx->err)) {
+            ctx->failed = true;
+            return 0;
+        }
+        return 1;
+    }
+    if (section[0] == '\0') {
+        snprintf(ctx->err, CONF_ERR_MAX, "config: key %s is outside any [section]", name);
+        ctx->failed = true;
+        return 0;
+    }
+    if (conf_set(ctx->conf, section, name, value, ctx->err) != 0) {
+        ctx->failed = true;
+        return 0;
+    }
+    return 1;
+}
+
+int conf_load_file(struct conf *conf, const char *path, char err[CONF_ERR_MAX])
+{
+    struct file_ctx ctx = {.conf = conf, .err = err};
+    int rc = ini_parse(path, on_ini_line, &ctx);
+    if (ctx.failed)
+        return -1;
+    if (rc < 0) {
+        snprintf(err, CONF_ERR_MAX, "config: cannot read %s", path);
+        return -1;
+    }
+    if (rc > 0) {
+        snprintf(err, CONF_ERR_MAX, "config: %s line %d: not a section, key = value or comment",
+                 path, rc);
+        return -1;
+    }
+    return 0;
+}
+
+/* PAYD_ + section + _ + key, upper case, with '.' and '-' as '_'. */
+static void env_name(const char *section, const char *key, char *out, size_t size)
+{
+    snprintf(out, size, "PAYD_%s_%s", section, key);
+    for (char *p = out; *p; p++) {
+        if (*p == '.' || *p == '-')
+            *p = '_';
+        else
+            *p = (char)toupper((unsigned char)*p);
+    }
+}
+
+int conf_load_env(struct conf *conf, char err[CONF_ERR_MAX])
+{
+    char name[160];
+    for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
+        env_name(keys[i].section, keys[i].name, name, sizeof(name));
+        const char *v = getenv(name);
+        if (v && set_value(conf, &keys[i], keys[i].section, v, err) != 0)
+            return -1;
+    }
+    /* Channel keys apply to channels the file named, and to the default
+     * sandbox channel when the file named none. */
+    if (conf->channel_count == 0)
+        channel_for(conf, "sandbox", true, err);
+    for (int c = 0; c < conf->channel_count; c++) {
+        char section[64];
+        snprintf(section, sizeof(section), "channel.%s", conf->channels[c].name);
+        for (size_t i = 0; i < ARRAY_LEN(channel_keys); i++) {
+            env_name(section, channel_keys[i].name, name, sizeof(name));
+            const char *v = getenv(name);
+            if (v && set_value(&conf->channels[c], &channel_keys[i], section, v, err) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int conf_listen_split(const char *listen, char host[128], int *port)
+{
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen || (size_t)(colon - listen) >= 128)
+        return -1;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end != '\0' || p < 1 || p > 65535)
+        return -1;
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+int conf_finish(struct conf *conf, char err[CONF_ERR_MAX])
+{
+    char host[128];
+    int port;
+    if (conf_listen_split(conf->listen, host, &port) != 0) {
+        snprintf(err, CONF_ERR_MAX, "config: [server] listen: '%s' is not HOST:PORT",
+                 conf->listen);
+        return -1;
+    }
+    if (conf->channel_count == 0 && !channel_for(conf, "sandbox", true, err))
+        return -1;
+    if (conf->worker_retry_base_ms > conf->worker_retry_max_ms) {
+        snprintf(err, CONF_ERR_MAX, "config: [worker] retry_base_ms: above retry_max_ms");
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,76 @@
+/*
+ * conf.h - configuration: defaults, then an INI file, then PAYD_* environment
+ * variables, then command-line flags.
+ *
+ * Every key is one row of a table in conf.c, which gives its section, name,
+ * type, bounds and default; parsing the file, reading the environment and
+ * documenting the keys all walk that table. Unknown sections or keys and bad
+ * values stop start-up with a message naming the key.
+ */
+#ifndef PAYD_CONF_H
+#define PAYD_CONF_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CONF_CHANNELS_MAX 16
+#define CONF_PATH_MAX 1024
+#define CONF_ERR_MAX 512
+
+enum log_format { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+enum channel_type { CHANNEL_TYPE_SANDBOX };
+
+struct conf_channel {
+    char name[33];
+    int64_t type;       /* enum channel_type */
+    int64_t timeout_ms;
+};
+
+struct conf {
+    /* [server] */
+    char listen[128];
+    char data_dir[CONF_PATH_MAX];
+    int64_t max_body_bytes;
+    int64_t http_threads;
+    /* [store] */
+    int64_t store_max_batch;
+    int64_t store_queue_capacity;
+    /* [worker] */
+    int64_t worker_threads;
+    int64_t worker_lease_ms;
+    int64_t worker_max_attempts;
+    int64_t worker_retry_base_ms;
+    int64_t worker_retry_max_ms;
+    /* [idempotency] */
+    int64_t idem_ttl_s;
+    int64_t idem_purge_interval_s;
+    /* [log] */
+    int64_t log_format; /* enum log_format */
+    int64_t log_level;  /* enum log_level */
+    /* [channel.NAME] */
+    struct conf_channel channels[CONF_CHANNELS_MAX];
+    int channel_count;
+};
+
+/* Fills conf with the defaults. */
+void conf_defaults(struct conf *conf);
+
+/* Reads an INI file over conf. 0, or -1 with a message in err. */
+int conf_load_file(struct conf *conf, const char *path, char err[CONF_ERR_MAX]);
+
+/* Applies PAYD_<SECTION>_<KEY> variables from the environment. 0 or -1. */
+int conf_load_env(struct conf *conf, char err[CONF_ERR_MAX]);
+
+/* Sets one key by section and name, as a flag would. 0 or -1. */
+int conf_set(struct conf *conf, const char *section, const char *key, const char *value,
+             char err[CONF_ERR_MAX]);
+
+/* Checks what single keys cannot (the listen address's form; at least one
+ * channel, adding `sandbox` when none was configured). 0 or -1. */
+int conf_finish(struct conf *conf, char err[CONF_ERR_MAX]);
+
+/* Splits conf->listen into host and port; 0 or -1. */
+int conf_listen_split(const char *listen, char host[128], int *port);
+
+#endif

@@ -1,0 +1,477 @@
+/*
+ * payd.c - the program: command line, configuration, wiring, signals.
+ *
+ *   payd serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
+ *   payd merchant add|rotate-key NAME [--data-dir DIR]
+ *   payd merchant list [--data-dir DIR]
+ *   payd version
+ *
+ * `serve` opens the store, the channels, the lock table and the queue,
+ * starts the payment workers and the HTTP server, and waits for SIGTERM or
+ * SIGINT in sigwait(): the signals are blocked in every thread (they are
+ * blocked here before any thread starts), so none is lost to a server
+ * thread. Shutdown drains: /readyz turns 503, parked requests get their
+ * answers, workers finish the payment in hand, the store commits.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "app.h"
+#include "conf.h"
+#include "core/ids.h"
+#include "http/server.h"
+#include "obs/log.h"
+#include "util/util.h"
+#include "worker/purge.h"
+#include "worker/worker.h"
+
+#define INFLIGHT_KEYS_MAX 65536
+#define SHUTDOWN_GRACE_MS 10000
+#define CLI_STORE_WAIT_MS 10000
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage:\n"
+            "  payd serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]\n"
+            "  payd merchant add NAME [--data-dir DIR]\n"
+            "  payd merchant rotate-key NAME [--data-dir DIR]\n"
+            "  payd merchant list [--data-dir DIR]\n"
+            "  payd version\n");
+}
+
+/* ---- command-line parsing shared by the commands ---- */
+
+struct args {
+    const char *config;
+    const char *listen;
+    const char *data_dir;
+    const char *positional[4];
+    int positional_count;
+};
+
+static int parse_args(int argc, char **argv, struct args *a)
+{
+    memset(a, 0, sizeof(*a));
+    for (int i = 0; i < argc; i++) {
+        const char **target = NULL;
+        if (strcmp(argv[i], "--config") == 0)
+            target = &a->config;
+        else if (strcmp(argv[i], "--listen") == 0)
+            target = &a->listen;
+        else if (strcmp(argv[i], "--data-dir") == 0)
+            target = &a->data_dir;
+        if (target) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "payd: %s needs a value\n", argv[i]);
+                return -1;
+            }
+            *target = argv[++i];
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "payd: unknown option %s\n", argv[i]);
+            return -1;
+        } else if (a->positional_count < (int)ARRAY_LEN(a->positional)) {
+            a->positional[a->positional_count++] = argv[i];
+        } else {
+            fprintf(stderr, "payd: too many arguments\n");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Builds the configuration: defaults, file, environment, flags. */
+static int load_conf(const struct args *a, struct conf *conf)
+{
+    char err[CONF_ERR_MAX];
+    conf_defaults(conf);
+    if (a->config && conf_load_file(conf, a->config, err) != 0)
+        goto out_err;
+    if (conf_load_env(conf, err) != 0)
+        goto out_err;
+    if (a->listen && conf_set(conf, "server", "listen", a->listen, err) != 0)
+        goto out_err;
+    if (a->data_dir && conf_set(conf, "server", "data_dir", a->data_dir, err) != 0)
+        goto out_err;
+    if (conf_finish(conf, err) != 0)
+        goto out_err;
+    return 0;
+out_err:
+    fprintf(stderr, "payd: %s\n", err);
+    return -1;
+}
+
+static store *open_store(const struct conf *conf, void (*on_commit)(void *, int, int64_t),
+                         void *arg)
+{
+    char err[512];
+    struct store_options opts = {
+        .data_dir = conf->data_dir,
+        .max_batch = (int)conf->store_max_batch,
+        .queue_capacity = (int)conf->store_queue_capacity,
+        .on_commit = on_commit,
+        .on_commit_arg = arg,
+    };
+    store *s = store_open("sqlite", &opts, err, sizeof(err));
+    if (!s)
+        fprintf(stderr, "payd: %s\n", err);
+    return s;
+}
+
+/* ---- merchants ---- */
+
+static bool merchant_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n < 1 || n > MERCHANT_NAME_MAX)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+            return false;
+    return true;
+}
+
+static bool api_key_acceptable(const char *key)
+{
+    size_t n = strlen(key);
+    if (n < 16 || n > 128)
+        return false;
+    for (const char *p = key; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return false;
+    return true;
+}
+
+/* Adds a merchant with the given key; 0, or a store_rc. */
+static int merchant_add(store *s, const char *name, const char *key, struct merchant *m)
+{
+    char hash[65];
+    api_key_hash(key, hash);
+    struct store_op op = {.kind = STORE_OP_MERCHANT_ADD};
+    m->created_ms = clock_wall_ms();
+    id_new("mch_", m->created_ms, m->id);
+    snprintf(m->name, sizeof(m->name), "%s", name);
+    op.in.merchant.merchant = *m;
+    op.in.merchant.key_hash = hash;
+    return store_exec(s, &op, CLI_STORE_WAIT_MS);
+}
+
+static int print_merchant(void *arg, const struct merchant *m)
+{
+    (void)arg;
+    char created[25];
+    clock_format_rfc3339(m->created_ms, created);
+    printf("%-24s %-32s %s\n", m->name, m->id, created);
+    return 0;
+}
+
+static int cmd_merchant(struct args *a)
+{
+    if (a->positional_count < 1) {
+        usage();
+        return 2;
+    }
+    const char *verb = a->positional[0];
+    bool list = strcmp(verb, "list") == 0;
+    bool add = strcmp(verb, "add") == 0;
+    bool rotate = strcmp(verb, "rotate-key") == 0;
+    if (!list && !add && !rotate) {
+        usage();
+        return 2;
+    }
+    if ((list && a->positional_count != 1) || (!list && a->positional_count != 2)) {
+        usage();
+        return 2;
+    }
+    const char *name = list ? NULL : a->positional[1];
+    if (name && !merchant_name_valid(name)) {
+        fprintf(stderr, "payd: a merchant name is 1 to 64 of A-Z a-z 0-9 . _ -\n");
+        return 1;
+    }
+    struct conf conf;
+    if (load_conf(a, &conf) != 0)
+        return 1;
+    struct stat st;
+    if (!add && stat(conf.data_dir, &st) != 0) {
+        fprintf(stderr, "payd: no data directory at %s\n", conf.data_dir);
+        return 1;
+    }
+    store *s = open_store(&conf, NULL, NULL);
+    if (!s)
+        return 1;
+
+    int status = 0;
+    if (list) {
+        if (store_merchant_list(s, print_merchant, NULL) != STORE_OK) {
+            fprintf(stderr, "payd: cannot read merchants\n");
+            status = 1;
+        }
+        goto out_close;
+    }
+    char key[API_KEY_LEN + 1];
+    api_key_new(key);
+    int rc;
+    if (add) {
+        struct merchant m;
+        rc = merchant_add(s, name, key, &m);
+        if (rc == STORE_OK)
+            printf("merchant %s created, id %s\nits API key (shown once; only a hash is "
+                   "kept):\n%s\n",
+                   name, m.id, key);
+    } else {
+        char hash[65];
+        api_key_hash(key, hash);
+        struct store_op op = {.kind = STORE_OP_MERCHANT_ROTATE};
+        snprintf(op.in.merchant.merchant.name, sizeof(op.in.merchant.merchant.name), "%s",
+                 name);
+        op.in.merchant.key_hash = hash;
+        rc = store_exec(s, &op, CLI_STORE_WAIT_MS);
+        if (rc == STORE_OK)
+            printf("merchant %s has a new API key; the old one no longer works:\n%s\n", name,
+                   key);
+    }
+    if (rc == STORE_E_DUPLICATE)
+        fprintf(stderr, "payd: a merchant named %s exists already\n", name);
+    else if (rc == STORE_E_NOT_FOUND)
+        fprintf(stderr, "payd: no merchant named %s\n", name);
+    else if (rc != STORE_OK)
+        fprintf(stderr, "payd: the store failed (%s)\n", store_rc_name(rc));
+    status = rc == STORE_OK ? 0 : 1;
+out_close:
+    store_close(s);
+    return status;
+}
+
+/* ---- serve ---- */
+
+/* Writes the demo key file durably (mode 0600) before the key is stored, so
+ * a crash can never leave a demo merchant whose key nobody has. */
+static int write_key_file(const char *dir, const char *key, char path[1100])
+{
+    char tmp[1100];
+    snprintf(path, 1100, "%s/demo.key", dir);
+    snprintf(tmp, sizeof(tmp), "%s/demo.key.tmp", dir);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return -1;
+    size_t n = strlen(key);
+    bool ok = write(fd, key, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    close(fd);
+    if (!ok || rename(tmp, path) != 0)
+        return -1;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+/* Creates the demo merchant in a new data directory. */
+static int ensure_demo(store *s, const struct conf *conf)
+{
+    int64_t count = store_merchant_count(s);
+    if (count < 0) {
+        fprintf(stderr, "payd: cannot read merchants\n");
+        return -1;
+    }
+    if (count > 0)
+        return 0;
+    char key[129];
+    const char *env = getenv("PAYD_DEMO_KEY");
+    if (env) {
+        if (!api_key_acceptable(env)) {
+            fprintf(stderr, "payd: PAYD_DEMO_KEY must be 16 to 128 printable characters "
+                            "without spaces\n");
+            return -1;
+        }
+        snprintf(key, sizeof(key), "%s", env);
+    } else {
+        api_key_new(key);
+    }
+    char path[1100];
+    if (write_key_file(conf->data_dir, key, path) != 0) {
+        fprintf(stderr, "payd: cannot write %s/demo.key: %s\n", conf->data_dir,
+                strerror(errno));
+        return -1;
+    }
+    struct merchant m;
+    int rc = merchant_add(s, "demo", key, &m);
+    if (rc != STORE_OK) {
+        fprintf(stderr, "payd: cannot create the demo merchant (%s)\n", store_rc_name(rc));
+        return -1;
+    }
+    printf("created merchant demo; its API key (also in %s):\n%s\n", path, key);
+    return 0;
+}
+
+/* Holds an exclusive lock on DIR/payd.lock for the life of the process: one
+ * server per data directory. The merchant commands do not take it. */
+static int lock_data_dir(const char *dir)
+{
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/payd.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr, "payd: another payd serves %s (or it cannot be locked)\n", dir);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void on_answer(void *arg, int route, int status, int64_t latency_us)
+{
+    struct app *app = arg;
+    metrics_http(app->metrics, route, status, latency_us);
+}
+
+static void on_commit(void *arg, int ops, int64_t latency_us)
+{
+    struct app *app = arg;
+    if (app->metrics)
+        metrics_store_commit(app->metrics, ops, latency_us);
+}
+
+static int cmd_serve(struct args *a)
+{
+    struct conf conf;
+    if (a->positional_count != 0) {
+        usage();
+        return 2;
+    }
+    if (load_conf(a, &conf) != 0)
+        return 1;
+    log_init((enum log_format)conf.log_format, (enum log_level)conf.log_level);
+
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (mkdir(conf.data_dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "payd: cannot create %s: %s\n", conf.data_dir, strerror(errno));
+        return 1;
+    }
+    int lock_fd = lock_data_dir(conf.data_dir);
+    if (lock_fd < 0)
+        return 1;
+
+    int status = 1;
+    char err[512];
+    struct app app = {.conf = &conf};
+    atomic_init(&app.draining, false);
+    worker_pool *workers = NULL;
+    purger *purge = NULL;
+    http_server *http = NULL;
+    const char *channel_names[CONF_CHANNELS_MAX];
+
+    app.store = open_store(&conf, on_commit, &app);
+    if (!app.store)
+        goto out_unlock;
+    if (ensure_demo(app.store, &conf) != 0)
+        goto out_store;
+    app.channels = channel_set_new(&conf, err, sizeof(err));
+    if (!app.channels) {
+        fprintf(stderr, "payd: %s\n", err);
+        goto out_store;
+    }
+    for (int i = 0; i < channel_set_count(app.channels); i++)
+        channel_names[i] = channel_set_at(app.channels, i)->name;
+    app.metrics = metrics_new(api_route_names, api_route_methods, api_route_count,
+                              channel_names, channel_set_count(app.channels));
+    app.inflight = idem_inflight_new(INFLIGHT_KEYS_MAX);
+    app.lock = lock_local_new(store_max_fence(app.store));
+    struct queue_outbox_options qopts = {.lease_ms = conf.worker_lease_ms,
+                                         .prefetch = (int)conf.worker_threads};
+    app.queue = queue_outbox_new(app.store, &qopts);
+    struct worker_options wopts = {.threads = (int)conf.worker_threads,
+                                   .lease_ms = conf.worker_lease_ms,
+                                   .max_attempts = (int)conf.worker_max_attempts,
+                                   .retry_base_ms = conf.worker_retry_base_ms,
+                                   .retry_max_ms = conf.worker_retry_max_ms};
+    workers = worker_pool_start(&app, &wopts);
+    purge = purger_start(app.store, conf.idem_ttl_s, conf.idem_purge_interval_s);
+
+    char host[128];
+    int port;
+    PAYD_ASSERT(conf_listen_split(conf.listen, host, &port) == 0);
+    struct http_server_options hopts = {.host = host, .port = port,
+                                        .threads = (int)conf.http_threads,
+                                        .max_body_bytes = (size_t)conf.max_body_bytes,
+                                        .dispatch = api_dispatch, .on_answer = on_answer,
+                                        .app = &app};
+    http = http_server_start(&hopts, err, sizeof(err));
+    if (!http) {
+        fprintf(stderr, "payd: %s\n", err);
+        goto out_stop;
+    }
+    printf("payd %s listening on http://%s (data in %s)\n"
+           "try:\n  curl -s -X POST http://%s/v1/orders \\\n"
+           "    -H \"Authorization: Bearer $(cat %s/demo.key)\" \\\n"
+           "    -H 'Content-Type: application/json' \\\n"
+           "    -d '{\"merchant_order_no\":\"A-1001\",\"amount\":1999,\"currency\":\"CNY\"}'\n",
+           PAYD_VERSION, conf.listen, conf.data_dir, conf.listen, conf.data_dir);
+    fflush(stdout);
+    log_info("started", "listen", conf.listen, "data_dir", conf.data_dir, NULL);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    log_info("stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+    atomic_store(&app.draining, true);
+    status = 0;
+
+out_stop:
+    http_server_stop(http, SHUTDOWN_GRACE_MS);
+    purger_stop(purge);
+    if (app.queue)
+        queue_stop(app.queue);
+    worker_pool_stop(workers);
+    queue_free(app.queue);
+    lock_free(app.lock);
+    idem_inflight_free(app.inflight);
+    channel_set_free(app.channels);
+out_store:
+    store_close(app.store);
+    metrics_free(app.metrics);
+out_unlock:
+    close(lock_fd);
+    if (status == 0)
+        log_info("stopped", NULL);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage();
+        return 2;
+    }
+    struct args a;
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("payd %s\n", PAYD_VERSION);
+        return 0;
+    }
+    if (parse_args(argc - 2, argv + 2, &a) != 0) {
+        usage();
+        return 2;
+    }
+    if (strcmp(argv[1], "serve") == 0)
+        return cmd_serve(&a);
+    if (strcmp(argv[1], "merchant") == 0)
+        return cmd_merchant(&a);
+    usage();
+    return 2;
+}

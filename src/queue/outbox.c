@@ -1,0 +1,241 @@
+/*
+ * outbox.c - the embedded queue: the store's outbox table, claimed with
+ * leases; see queue.h.
+ *
+ * One dispatcher thread claims due messages in batches (one store write per
+ * batch sets their lease and counts the delivery) into a bounded ring that
+ * the workers take from. When nothing is due it sleeps until the earliest
+ * message falls due, at most a second, or until a producer notifies it.
+ * Acknowledging deletes the row; retrying moves its due time. Both are
+ * submitted without waiting: a lost acknowledgement only means one more
+ * delivery, which the worker handles idempotently.
+ */
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+
+#include "queue/queue.h"
+#include "util/util.h"
+
+#define IDLE_POLL_MS 1000
+
+struct outbox_queue {
+    queue base;
+    store *store;
+    int64_t lease_ms;
+    pthread_t dispatcher;
+    pthread_mutex_t mu;
+    pthread_cond_t has_msgs;  /* workers wait here */
+    pthread_cond_t wake;      /* the dispatcher waits here */
+    struct queue_msg *ring;
+    int ring_cap, ring_head, ring_len;
+    bool notified;
+    bool stopping;
+};
+
+static void timespec_in(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    int64_t ns = ts->tv_nsec + (ms % 1000) * 1000000;
+    ts->tv_sec += ms / 1000 + ns / 1000000000;
+    ts->tv_nsec = ns % 1000000000;
+}
+
+/* Claims up to max due messages; returns how many, or -1 on failure. */
+static int claim(struct outbox_queue *q, struct outbox_msg *msgs, int max)
+{
+    struct store_op op = {.kind = STORE_OP_OUTBOX_CLAIM};
+    op.in.outbox_claim.max = max;
+    op.in.outbox_claim.lease_ms = q->lease_ms;
+    op.in.outbox_claim.msgs = msgs;
+    if (store_exec(q->store, &op, 1000) != STORE_OK)
+        return -1;
+    return op.out.claimed;
+}
+
+static void *dispatcher_main(void *arg)
+{
+    struct outbox_queue *q = arg;
+    struct outbox_msg *msgs = xcalloc(STORE_CLAIM_MAX, sizeof(*msgs));
+    pthread_mutex_lock(&q->mu);
+    while (!q->stopping) {
+        int space = q->ring_cap - q->ring_len;
+        if (space == 0) {
+            pthread_cond_wait(&q->wake, &q->mu);
+            continue;
+        }
+        q->notified = false;
+        pthread_mutex_unlock(&q->mu);
+
+        int n = claim(q, msgs, space < STORE_CLAIM_MAX ? space : STORE_CLAIM_MAX);
+        int64_t sleep_ms_max = 0;
+        if (n <= 0) {
+            int64_t due_ms = store_outbox_next_due_ms(q->store);
+            int64_t now_ms = clock_wall_ms();
+            sleep_ms_max = due_ms == INT64_MAX ? IDLE_POLL_MS : due_ms - now_ms;
+            if (sleep_ms_max > IDLE_POLL_MS)
+                sleep_ms_max = IDLE_POLL_MS;
+            if (sleep_ms_max < 1)
+                sleep_ms_max = n < 0 ? 100 : 1;
+        }
+
+        pthread_mutex_lock(&q->mu);
+        for (int i = 0; i < n; i++) {
+            struct queue_msg *m = &q->ring[(q->ring_head + q->ring_len) % q->ring_cap];
+            m->id = msgs[i].id;
+            memcpy(m->payment_id, msgs[i].payment_id, sizeof(m->payment_id));
+            m->deliveries = msgs[i].deliveries;
+            q->ring_len++;
+        }
+        if (n > 0)
+            pthread_cond_broadcast(&q->has_msgs);
+        if (sleep_ms_max > 0 && !q->notified && !q->stopping) {
+            struct timespec ts;
+            timespec_in(&ts, sleep_ms_max);
+            pthread_cond_timedwait(&q->wake, &q->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    free(msgs);
+    return NULL;
+}
+
+static int outbox_next(queue *base, struct queue_msg *out, int64_t wait_ms)
+{
+    struct outbox_queue *q = (struct outbox_queue *)base;
+    struct timespec ts;
+    timespec_in(&ts, wait_ms);
+    int rc = QUEUE_OK;
+    pthread_mutex_lock(&q->mu);
+    while (q->ring_len == 0 && !q->stopping) {
+        if (pthread_cond_timedwait(&q->has_msgs, &q->mu, &ts) != 0 && q->ring_len == 0) {
+            rc = QUEUE_E_EMPTY;
+            goto out_unlock;
+        }
+    }
+    if (q->stopping) {
+        rc = QUEUE_E_STOPPED;
+        goto out_unlock;
+    }
+    *out = q->ring[q->ring_head];
+    q->ring_head = (q->ring_head + 1) % q->ring_cap;
+    q->ring_len--;
+    pthread_cond_signal(&q->wake); /* there is room to claim more */
+out_unlock:
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+static void free_op(struct store_op *op)
+{
+    free(op);
+}
+
+/* Submits a small outbox write without waiting for it. */
+static int submit_async(struct outbox_queue *q, enum store_op_kind kind, int64_t id,
+                        int64_t delay_ms)
+{
+    struct store_op *op = xcalloc(1, sizeof(*op));
+    op->kind = kind;
+    op->in.outbox.id = id;
+    op->in.outbox.delay_ms = delay_ms;
+    op->done = free_op;
+    int64_t deadline_ms = clock_mono_ms() + 5000;
+    int rc;
+    while ((rc = store_submit(q->store, op)) == STORE_E_BUSY && clock_mono_ms() < deadline_ms)
+        sleep_ms(2);
+    if (rc != STORE_OK) {
+        free(op);
+        return QUEUE_E_IO;
+    }
+    return QUEUE_OK;
+}
+
+static int outbox_ack(queue *base, const struct queue_msg *m)
+{
+    return submit_async((struct outbox_queue *)base, STORE_OP_OUTBOX_ACK, m->id, 0);
+}
+
+static int outbox_retry(queue *base, const struct queue_msg *m, int64_t delay_ms)
+{
+    return submit_async((struct outbox_queue *)base, STORE_OP_OUTBOX_RETRY, m->id, delay_ms);
+}
+
+static void outbox_notify(queue *base)
+{
+    struct outbox_queue *q = (struct outbox_queue *)base;
+    pthread_mutex_lock(&q->mu);
+    if (!q->notified) {
+        q->notified = true;
+        pthread_cond_signal(&q->wake);
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+static int64_t outbox_depth(queue *base)
+{
+    struct outbox_queue *q = (struct outbox_queue *)base;
+    pthread_mutex_lock(&q->mu);
+    int64_t n = q->ring_len;
+    pthread_mutex_unlock(&q->mu);
+    return n;
+}
+
+static void outbox_stop(queue *base)
+{
+    struct outbox_queue *q = (struct outbox_queue *)base;
+    pthread_mutex_lock(&q->mu);
+    bool was_stopping = q->stopping;
+    q->stopping = true;
+    pthread_cond_broadcast(&q->has_msgs);
+    pthread_cond_signal(&q->wake);
+    pthread_mutex_unlock(&q->mu);
+    if (!was_stopping)
+        pthread_join(q->dispatcher, NULL);
+}
+
+static void outbox_free(queue *base)
+{
+    struct outbox_queue *q = (struct outbox_queue *)base;
+    outbox_stop(base);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->has_msgs);
+    pthread_cond_destroy(&q->wake);
+    free(q->ring);
+    free(q);
+}
+
+static const struct queue_backend outbox_backend = {
+    .name = "outbox",
+    .next = outbox_next,
+    .ack = outbox_ack,
+    .retry = outbox_retry,
+    .notify = outbox_notify,
+    .depth = outbox_depth,
+    .stop = outbox_stop,
+    .free = outbox_free,
+};
+
+queue *queue_outbox_new(store *s, const struct queue_outbox_options *opts)
+{
+    struct outbox_queue *q = xcalloc(1, sizeof(*q));
+    q->base.be = &outbox_backend;
+    q->store = s;
+    q->lease_ms = opts->lease_ms;
+    q->ring_cap = opts->prefetch > 0 ? opts->prefetch : 1;
+    q->ring = xcalloc((size_t)q->ring_cap, sizeof(*q->ring));
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->has_msgs, NULL);
+    pthread_cond_init(&q->wake, NULL);
+
+    /* This process owns the data directory (the caller holds its lock), so
+     * every lease still in the table belongs to a process that is gone. */
+    struct store_op reset = {.kind = STORE_OP_OUTBOX_RESET};
+    if (store_exec(s, &reset, 5000) != STORE_OK) {
+        fprintf(stderr, "{\"level\":\"warn\",\"msg\":\"outbox: could not release old leases; "
+                        "they will expire\"}\n");
+    }
+    PAYD_ASSERT(pthread_create(&q->dispatcher, NULL, dispatcher_main, q) == 0);
+    return &q->base;
+}

@@ -1,0 +1,97 @@
+/*
+ * queue.h - the payment queue, consumer side.
+ *
+ * The order API never publishes: it writes the payment and its message to
+ * the store's outbox in one transaction. A queue backend delivers those
+ * messages to payment workers, at least once: a message that is not
+ * acknowledged before its lease runs out is delivered again, with its
+ * delivery count raised, so a worker can tell a first attempt from a retry.
+ * Workers make every effect idempotent, so a second delivery is harmless.
+ *
+ * Backends: outbox (embedded: the outbox table is the durable queue); NATS
+ * JetStream comes with the cluster mode behind the same table.
+ */
+#ifndef PAYD_QUEUE_QUEUE_H
+#define PAYD_QUEUE_QUEUE_H
+
+#include <stdint.h>
+
+#include "core/ids.h"
+#include "store/store.h"
+
+enum queue_rc {
+    QUEUE_OK = 0,
+    QUEUE_E_EMPTY = -1,   /* nothing arrived within the wait */
+    QUEUE_E_STOPPED = -2, /* the queue is shutting down */
+    QUEUE_E_IO = -3,
+};
+
+struct queue_msg {
+    int64_t id;
+    char payment_id[ID_MAX];
+    int64_t deliveries; /* 1 on the first delivery */
+};
+
+typedef struct queue queue;
+
+struct queue_backend {
+    const char *name;
+    /* Blocks up to wait_ms for the next message. */
+    int (*next)(queue *q, struct queue_msg *out, int64_t wait_ms);
+    /* Done with the message: it is not delivered again. */
+    int (*ack)(queue *q, const struct queue_msg *m);
+    /* Deliver the message again after delay_ms. */
+    int (*retry)(queue *q, const struct queue_msg *m, int64_t delay_ms);
+    /* A producer committed new messages: look for them now. */
+    void (*notify)(queue *q);
+    /* Messages waiting (an estimate for metrics and readiness). */
+    int64_t (*depth)(queue *q);
+    /* Wakes every waiting consumer with QUEUE_E_STOPPED. */
+    void (*stop)(queue *q);
+    void (*free)(queue *q);
+};
+
+struct queue {
+    const struct queue_backend *be;
+};
+
+struct queue_outbox_options {
+    int64_t lease_ms;  /* how long a delivered message stays invisible */
+    int prefetch;      /* messages claimed ahead of the consumers, at most */
+};
+
+/* The embedded backend over the store's outbox table. Leases left by a
+ * previous process on the same data directory are released at once. */
+queue *queue_outbox_new(store *s, const struct queue_outbox_options *opts);
+
+static inline int queue_next(queue *q, struct queue_msg *out, int64_t wait_ms)
+{
+    return q->be->next(q, out, wait_ms);
+}
+static inline int queue_ack(queue *q, const struct queue_msg *m)
+{
+    return q->be->ack(q, m);
+}
+static inline int queue_retry(queue *q, const struct queue_msg *m, int64_t delay_ms)
+{
+    return q->be->retry(q, m, delay_ms);
+}
+static inline void queue_notify(queue *q)
+{
+    q->be->notify(q);
+}
+static inline int64_t queue_depth(queue *q)
+{
+    return q->be->depth(q);
+}
+static inline void queue_stop(queue *q)
+{
+    q->be->stop(q);
+}
+static inline void queue_free(queue *q)
+{
+    if (q)
+        q->be->free(q);
+}
+
+#endif

@@ -1,0 +1,56 @@
+/*
+ * util.h - the few helpers every module needs: allocation that aborts on
+ * out-of-memory (one wrapper, so callers never test for NULL), clocks with
+ * their unit in the name, random bytes, and always-on assertions.
+ *
+ * Assertions here are for programmer errors only and stay on in release
+ * builds: a crash and restart beats a corrupted payment. Bad input is
+ * validated and answered, never asserted.
+ */
+#ifndef PAYD_UTIL_H
+#define PAYD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#define PAYD_ASSERT(cond)                                                              \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            fprintf(stderr, "payd: assertion failed: %s (%s:%d)\n", #cond, __FILE__,   \
+                    __LINE__);                                                         \
+            abort();                                                                   \
+        }                                                                              \
+    } while (0)
+
+/* Allocation: never returns NULL; aborts the process when memory is gone. */
+void *xmalloc(size_t size);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *ptr, size_t size);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t len);
+
+/* Clocks. Wall time is for timestamps that are shown or stored; monotonic
+ * time is for every duration and deadline. */
+int64_t clock_wall_ms(void);
+int64_t clock_mono_ms(void);
+int64_t clock_mono_us(void);
+
+/* Formats wall milliseconds as RFC 3339 UTC with milliseconds
+ * ("2026-11-25T09:03:46.123Z"); out must hold 25 bytes. */
+void clock_format_rfc3339(int64_t wall_ms, char out[25]);
+
+/* Fills buf with len bytes from the kernel's CSPRNG (getrandom); aborts if
+ * the kernel cannot supply them. */
+void rand_bytes(void *buf, size_t len);
+
+/* Lower-case hex of len bytes into out (2 * len + 1 bytes). */
+void hex_encode(const uint8_t *in, size_t len, char *out);
+
+/* Sleeps for ms milliseconds (restarting after signals). */
+void sleep_ms(int64_t ms);
+
+#endif
