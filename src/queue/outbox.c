@@ -6,12 +6,15 @@
  * batch sets their lease and counts the delivery) into a bounded ring that
  * the workers take from. When nothing is due it sleeps until the earliest
  * message falls due, at most a second, or until a producer notifies it.
- * Acknowledging deletes the row; retrying moves its due time. Both are
- * submitted without waiting: a lost acknowledgement only means one more
- * delivery, which the worker handles idempotently.
+ * Acknowledging deletes the row; acknowledgements are gathered and written
+ * as one store operation per dispatcher round (or when ACK_BATCH_MAX are
+ * waiting). Retrying moves the row's due time. Neither waits for its commit:
+ * a lost acknowledgement only means one more delivery, which the worker
+ * handles idempotently.
  */
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,6 +22,7 @@
 #include "util/util.h"
 
 #define IDLE_POLL_MS 1000
+#define ACK_BATCH_MAX 1024 /* acknowledgements kept before they must be written */
 
 struct outbox_queue {
     queue base;
@@ -32,6 +36,14 @@ struct outbox_queue {
     int ring_cap, ring_head, ring_len;
     bool notified;
     bool stopping;
+    int64_t *acks; /* acknowledged ids not yet written: one store op per batch */
+    int ack_len;
+};
+
+/* A batch of acknowledgements on its way to the store. */
+struct ack_batch {
+    struct store_op op;
+    int64_t ids[ACK_BATCH_MAX];
 };
 
 static void timespec_in(struct timespec *ts, int64_t ms)
@@ -54,12 +66,54 @@ static int claim(struct outbox_queue *q, struct outbox_msg *msgs, int max)
     return op.out.claimed;
 }
 
+static void free_op(struct store_op *op)
+{
+    free(op);
+}
+
+/* Submits a store op that frees itself when done, retrying while the write
+ * queue is full (up to 5 s). Returns 0 or -1 (then op is freed). */
+static int submit_owned(struct outbox_queue *q, struct store_op *op)
+{
+    op->done = free_op;
+    int64_t deadline_ms = clock_mono_ms() + 5000;
+    int rc;
+    while ((rc = store_submit(q->store, op)) == STORE_E_BUSY && clock_mono_ms() < deadline_ms)
+        sleep_ms(2);
+    if (rc != STORE_OK) {
+        free(op);
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes the gathered acknowledgements. Called with the mutex held; drops
+ * it while submitting. */
+static void flush_acks_locked(struct outbox_queue *q)
+{
+    if (q->ack_len == 0)
+        return;
+    struct ack_batch *b = xmalloc(sizeof(*b));
+    memset(&b->op, 0, sizeof(b->op));
+    b->op.kind = STORE_OP_OUTBOX_ACK;
+    memcpy(b->ids, q->acks, (size_t)q->ack_len * sizeof(int64_t));
+    b->op.in.outbox_ack.count = q->ack_len;
+    b->op.in.outbox_ack.ids = b->ids;
+    q->ack_len = 0;
+    pthread_mutex_unlock(&q->mu);
+    _Static_assert(offsetof(struct ack_batch, op) == 0, "the op heads the batch");
+    submit_owned(q, &b->op); /* on failure the rows are delivered again */
+    pthread_mutex_lock(&q->mu);
+}
+
 static void *dispatcher_main(void *arg)
 {
     struct outbox_queue *q = arg;
+    pthread_setname_np(pthread_self(), "payd-outbox");
     struct outbox_msg *msgs = xcalloc(STORE_CLAIM_MAX, sizeof(*msgs));
     pthread_mutex_lock(&q->mu);
     while (!q->stopping) {
+        flush_acks_locked(q);
         int space = q->ring_cap - q->ring_len;
         if (space == 0) {
             pthread_cond_wait(&q->wake, &q->mu);
@@ -88,14 +142,15 @@ static void *dispatcher_main(void *arg)
             m->deliveries = msgs[i].deliveries;
             q->ring_len++;
         }
-        if (n > 0)
-            pthread_cond_broadcast(&q->has_msgs);
+        for (int i = 0; i < n; i++)
+            pthread_cond_signal(&q->has_msgs); /* one waiter a message, no herd */
         if (sleep_ms_max > 0 && !q->notified && !q->stopping) {
             struct timespec ts;
             timespec_in(&ts, sleep_ms_max);
             pthread_cond_timedwait(&q->wake, &q->mu, &ts);
         }
     }
+    flush_acks_locked(q);
     pthread_mutex_unlock(&q->mu);
     free(msgs);
     return NULL;
@@ -127,39 +182,24 @@ out_unlock:
     return rc;
 }
 
-static void free_op(struct store_op *op)
-{
-    free(op);
-}
-
-/* Submits a small outbox write without waiting for it. */
-static int submit_async(struct outbox_queue *q, enum store_op_kind kind, int64_t id,
-                        int64_t delay_ms)
-{
-    struct store_op *op = xcalloc(1, sizeof(*op));
-    op->kind = kind;
-    op->in.outbox.id = id;
-    op->in.outbox.delay_ms = delay_ms;
-    op->done = free_op;
-    int64_t deadline_ms = clock_mono_ms() + 5000;
-    int rc;
-    while ((rc = store_submit(q->store, op)) == STORE_E_BUSY && clock_mono_ms() < deadline_ms)
-        sleep_ms(2);
-    if (rc != STORE_OK) {
-        free(op);
-        return QUEUE_E_IO;
-    }
-    return QUEUE_OK;
-}
-
 static int outbox_ack(queue *base, const struct queue_msg *m)
 {
-    return submit_async((struct outbox_queue *)base, STORE_OP_OUTBOX_ACK, m->id, 0);
+    struct outbox_queue *q = (struct outbox_queue *)base;
+    pthread_mutex_lock(&q->mu);
+    if (q->ack_len == ACK_BATCH_MAX)
+        flush_acks_locked(q);
+    q->acks[q->ack_len++] = m->id;
+    pthread_mutex_unlock(&q->mu);
+    return QUEUE_OK;
 }
 
 static int outbox_retry(queue *base, const struct queue_msg *m, int64_t delay_ms)
 {
-    return submit_async((struct outbox_queue *)base, STORE_OP_OUTBOX_RETRY, m->id, delay_ms);
+    struct store_op *op = xcalloc(1, sizeof(*op));
+    op->kind = STORE_OP_OUTBOX_RETRY;
+    op->in.outbox_retry.id = m->id;
+    op->in.outbox_retry.delay_ms = delay_ms;
+    return submit_owned((struct outbox_queue *)base, op) == 0 ? QUEUE_OK : QUEUE_E_IO;
 }
 
 static void outbox_notify(queue *base)
@@ -199,10 +239,14 @@ static void outbox_free(queue *base)
 {
     struct outbox_queue *q = (struct outbox_queue *)base;
     outbox_stop(base);
+    pthread_mutex_lock(&q->mu);
+    flush_acks_locked(q); /* what consumers acknowledged after the stop */
+    pthread_mutex_unlock(&q->mu);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->has_msgs);
     pthread_cond_destroy(&q->wake);
     free(q->ring);
+    free(q->acks);
     free(q);
 }
 
@@ -225,6 +269,7 @@ queue *queue_outbox_new(store *s, const struct queue_outbox_options *opts)
     q->lease_ms = opts->lease_ms;
     q->ring_cap = opts->prefetch > 0 ? opts->prefetch : 1;
     q->ring = xcalloc((size_t)q->ring_cap, sizeof(*q->ring));
+    q->acks = xcalloc(ACK_BATCH_MAX, sizeof(*q->acks));
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->has_msgs, NULL);
     pthread_cond_init(&q->wake, NULL);

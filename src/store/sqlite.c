@@ -115,7 +115,8 @@ static const char *const wsql[W_COUNT] = {
                       " status, created_ms FROM orders WHERE merchant_id = ?1 AND"
                       " merchant_order_no = ?2",
     [W_ORDER_LOCK_STATE] = "SELECT status, fence FROM orders WHERE id = ?1 AND merchant_id = ?2",
-    [W_ORDER_SET_FENCE] = "UPDATE orders SET fence = ?2 WHERE id = ?1 AND fence <= ?2",
+    [W_ORDER_SET_FENCE] = "UPDATE orders SET fence = ?3 WHERE id = ?1 AND merchant_id = ?2"
+                          " AND fence <= ?3 RETURNING status",
     [W_ORDER_SET_PAID] = "UPDATE orders SET status = 'paid', updated_ms = ?2 WHERE id = ?1 AND"
                          " status = 'pending_payment'",
     [W_IDEM_GET] = "SELECT fingerprint, status, body FROM idempotency_keys WHERE"
@@ -194,6 +195,12 @@ static const char *const rsql[R_COUNT] = {
  * a purge never holds the writer for long. */
 #define PURGE_BATCH 5000
 
+/* WAL frames after which the checkpointer copies the log into the database.
+ * Checkpoints run on their own thread and connection, so the writer never
+ * spends its time on them (SQLite's automatic checkpoint would run inside
+ * the writer's commit). */
+#define CHECKPOINT_FRAMES 1000
+
 struct reader {
     sqlite3 *db;
     sqlite3_stmt *stmts[R_COUNT];
@@ -216,6 +223,12 @@ struct sqlite_store {
     bool stopping;
     void (*on_commit)(void *arg, int ops, int64_t latency_us);
     void *on_commit_arg;
+    /* checkpointer */
+    sqlite3 *cdb;
+    pthread_t checkpointer;
+    bool checkpointer_started;
+    pthread_cond_t wal_grew;
+    bool checkpoint_due;
     /* readers */
     pthread_key_t reader_key;
     pthread_mutex_t readers_mu;
@@ -321,36 +334,43 @@ static int op_order_create(struct sqlite_store *s, struct store_op *op)
     return order_same_content(o, &op->out.order) ? STORE_E_EXISTS : STORE_E_REUSED;
 }
 
-/* Reads an order's status and fence, checks the caller's token against the
- * fence and records the token. */
+/* Records the caller's fencing token on the order if no newer one was seen,
+ * and reads the order's status; one statement in the common case. */
 static int fence_order(struct sqlite_store *s, const char *order_id, const char *merchant_id,
                        int64_t fence, enum order_status *status)
 {
-    sqlite3_stmt *st = s->w[W_ORDER_LOCK_STATE];
+    sqlite3_stmt *st = s->w[W_ORDER_SET_FENCE];
     bind_text(st, 1, order_id);
     bind_text(st, 2, merchant_id);
+    sqlite3_bind_int64(st, 3, fence);
     int rc = sqlite3_step(st);
-    int64_t stored_fence = 0;
     char name[32] = "";
-    if (rc == SQLITE_ROW) {
+    if (rc == SQLITE_ROW)
         copy_col(st, 0, name, sizeof(name));
-        stored_fence = sqlite3_column_int64(st, 1);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == SQLITE_ROW) {
+        PAYD_ASSERT(order_status_parse(name, status) == 0);
+        return STORE_OK;
     }
+    if (rc != SQLITE_DONE)
+        return STORE_E_IO;
+    /* No row changed: no such order, or a newer token came first. */
+    st = s->w[W_ORDER_LOCK_STATE];
+    bind_text(st, 1, order_id);
+    bind_text(st, 2, merchant_id);
+    rc = sqlite3_step(st);
+    int64_t stored_fence = 0;
+    if (rc == SQLITE_ROW)
+        stored_fence = sqlite3_column_int64(st, 1);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (rc == SQLITE_DONE)
         return STORE_E_NOT_FOUND;
     if (rc != SQLITE_ROW)
         return STORE_E_IO;
-    PAYD_ASSERT(order_status_parse(name, status) == 0);
-    if (stored_fence > fence)
-        return STORE_E_STALE_FENCE;
-    st = s->w[W_ORDER_SET_FENCE];
-    bind_text(st, 1, order_id);
-    sqlite3_bind_int64(st, 2, fence);
-    if (step_done(st) != SQLITE_DONE)
-        return STORE_E_IO;
-    return STORE_OK;
+    PAYD_ASSERT(stored_fence > fence);
+    return STORE_E_STALE_FENCE;
 }
 
 static int op_payment_create(struct sqlite_store *s, struct store_op *op)
@@ -547,10 +567,13 @@ static int run_op(struct sqlite_store *s, struct store_op *op)
     case STORE_OP_OUTBOX_CLAIM:
         return op_outbox_claim(s, op);
     case STORE_OP_OUTBOX_ACK:
-        return op_simple(s, W_OUTBOX_ACK, op->in.outbox.id, 0);
+        for (int i = 0; i < op->in.outbox_ack.count; i++)
+            if (op_simple(s, W_OUTBOX_ACK, op->in.outbox_ack.ids[i], 0) != STORE_OK)
+                return STORE_E_IO;
+        return STORE_OK;
     case STORE_OP_OUTBOX_RETRY:
-        return op_simple(s, W_OUTBOX_RETRY, op->in.outbox.id,
-                         clock_wall_ms() + op->in.outbox.delay_ms);
+        return op_simple(s, W_OUTBOX_RETRY, op->in.outbox_retry.id,
+                         clock_wall_ms() + op->in.outbox_retry.delay_ms);
     case STORE_OP_OUTBOX_RESET:
         return op_simple(s, W_OUTBOX_RESET, clock_wall_ms(), 0);
     case STORE_OP_IDEM_PURGE: {
@@ -605,6 +628,7 @@ out_report:
 static void *writer_main(void *arg)
 {
     struct sqlite_store *s = arg;
+    pthread_setname_np(pthread_self(), "payd-store");
     struct store_op **batch = xcalloc((size_t)s->max_batch, sizeof(*batch));
     for (;;) {
         pthread_mutex_lock(&s->mu);
@@ -624,6 +648,46 @@ static void *writer_main(void *arg)
         run_batch(s, batch, n);
     }
     free(batch);
+    return NULL;
+}
+
+/* The writer connection's WAL hook: after each commit, with the log's size. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    struct sqlite_store *s = arg;
+    if (frames >= CHECKPOINT_FRAMES) {
+        pthread_mutex_lock(&s->mu);
+        if (!s->checkpoint_due) {
+            s->checkpoint_due = true;
+            pthread_cond_signal(&s->wal_grew);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    return SQLITE_OK;
+}
+
+static void *checkpointer_main(void *arg)
+{
+    struct sqlite_store *s = arg;
+    pthread_setname_np(pthread_self(), "payd-checkpoint");
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->checkpoint_due && !s->stopping)
+            pthread_cond_wait(&s->wal_grew, &s->mu);
+        if (s->stopping)
+            break;
+        s->checkpoint_due = false;
+        pthread_mutex_unlock(&s->mu);
+        int log_frames = 0, done_frames = 0;
+        int rc = sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                           &done_frames);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            log_db_error(s->cdb, "checkpoint");
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
     return NULL;
 }
 
@@ -921,6 +985,14 @@ static void sqlite_close(store *base)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->writer, NULL);
     }
+    if (s->checkpointer_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = true;
+        pthread_cond_signal(&s->wal_grew);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->checkpointer, NULL);
+    }
+    sqlite3_close(s->cdb);
     for (int i = 0; i < W_COUNT; i++)
         sqlite3_finalize(s->w[i]);
     sqlite3_close(s->wdb);
@@ -939,6 +1011,7 @@ static void sqlite_close(store *base)
     pthread_mutex_destroy(&s->readers_mu);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->nonempty);
+    pthread_cond_destroy(&s->wal_grew);
     free(s->ring);
     free(s);
 }
@@ -955,6 +1028,7 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
     s->ring = xcalloc((size_t)s->ring_cap, sizeof(*s->ring));
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->nonempty, NULL);
+    pthread_cond_init(&s->wal_grew, NULL);
     pthread_mutex_init(&s->readers_mu, NULL);
     pthread_key_create(&s->reader_key, reader_destroy);
 
@@ -977,6 +1051,14 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
             goto out_free;
         }
     }
+    if (open_conn(s->path, &s->cdb, err, err_size) != 0)
+        goto out_free;
+    sqlite3_wal_hook(s->wdb, on_wal_commit, s); /* replaces the automatic checkpoint */
+    if (pthread_create(&s->checkpointer, NULL, checkpointer_main, s) != 0) {
+        snprintf(err, err_size, "store: cannot start the checkpoint thread");
+        goto out_free;
+    }
+    s->checkpointer_started = true;
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         snprintf(err, err_size, "store: cannot start the writer thread");
         goto out_free;

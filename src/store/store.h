@@ -103,9 +103,13 @@ struct store_op {
             struct outbox_msg *msgs; /* max entries, owned by the submitter */
         } outbox_claim;
         struct {
+            int count;
+            const int64_t *ids; /* count entries, owned by the submitter */
+        } outbox_ack;
+        struct {
             int64_t id;
-            int64_t delay_ms; /* retry only */
-        } outbox;
+            int64_t delay_ms;
+        } outbox_retry;
         struct {
             int64_t older_than_ms; /* wall clock */
         } idem_purge;

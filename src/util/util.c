@@ -5,7 +5,7 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/random.h>
+#include <openssl/rand.h>
 #include <time.h>
 
 static void out_of_memory(size_t size)
@@ -88,17 +88,10 @@ void clock_format_rfc3339(int64_t wall_ms, char out[25])
 
 void rand_bytes(void *buf, size_t len)
 {
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = getrandom(p, len, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            fprintf(stderr, "payd: getrandom failed: %s\n", strerror(errno));
-            abort();
-        }
-        p += n;
-        len -= (size_t)n;
+    /* OpenSSL's DRBG, seeded from the kernel: no system call per id. */
+    if (RAND_bytes(buf, (int)len) != 1) {
+        fprintf(stderr, "payd: RAND_bytes failed\n");
+        abort();
     }
 }
 

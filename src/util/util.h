@@ -43,8 +43,8 @@ int64_t clock_mono_us(void);
  * ("2026-11-25T09:03:46.123Z"); out must hold 25 bytes. */
 void clock_format_rfc3339(int64_t wall_ms, char out[25]);
 
-/* Fills buf with len bytes from the kernel's CSPRNG (getrandom); aborts if
- * the kernel cannot supply them. */
+/* Fills buf with len bytes from a CSPRNG (OpenSSL's, seeded by the kernel);
+ * aborts if none can be had. */
 void rand_bytes(void *buf, size_t len);
 
 /* Lower-case hex of len bytes into out (2 * len + 1 bytes). */

@@ -155,6 +155,7 @@ static void process(worker_pool *pool, const struct queue_msg *m)
 static void *worker_main(void *arg)
 {
     worker_pool *pool = arg;
+    pthread_setname_np(pthread_self(), "payd-worker");
     for (;;) {
         struct queue_msg m;
         int rc = queue_next(pool->app->queue, &m, IDLE_WAIT_MS);
