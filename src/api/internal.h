@@ -45,6 +45,10 @@ json_t *api_parse_object(http_req *r, const char *const *allowed);
  * NULL when absent or not a string (empty strings are refused too). */
 const char *api_string_field(http_req *r, json_t *obj, const char *name, size_t max_len);
 
+/* Releases the order lock and the idempotency in-flight mark a payment
+ * request holds, if it still holds them. */
+void api_payment_let_go(struct api_ctx *c);
+
 /* A store_op done() callback that resumes the request in op->arg. */
 void api_resume_on_commit(struct store_op *op);
 

@@ -33,8 +33,10 @@ static void replay(http_req *r, const char *fingerprint, const struct idem_recor
     http_respond_raw(r, rec->status, xstrdup(rec->body), strlen(rec->body));
 }
 
-/* Undoes what the request holds: the order lock and the in-flight mark. */
-static void let_go(struct api_ctx *c)
+/* Undoes what the request holds: the order lock and the in-flight mark.
+ * Also called when the request ends without an answer (the client left),
+ * so that neither outlives it. */
+void api_payment_let_go(struct api_ctx *c)
 {
     if (c->locked) {
         lock_release(c->app->lock, c->lock_key, c->fence);
@@ -49,7 +51,7 @@ static void let_go(struct api_ctx *c)
 static void payment_written(http_req *r)
 {
     struct api_ctx *c = http_user(r);
-    let_go(c);
+    api_payment_let_go(c);
     switch (c->op.rc) {
     case STORE_OK:
         queue_notify(c->app->queue);
@@ -211,7 +213,7 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
     return;
 
 out_let_go:
-    let_go(c);
+    api_payment_let_go(c);
 out_body:
     json_decref(body);
 }

@@ -92,6 +92,7 @@ static bool authenticate(struct api_ctx *c, http_req *r)
 static void ctx_free(void *p)
 {
     struct api_ctx *c = p;
+    api_payment_let_go(c);
     free(c->response_body);
     free(c);
 }
