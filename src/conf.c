@@ -200,14 +200,6 @@ static int on_ini_line(void *user, const char *section, const char *name, const 
     struct file_ctx *ctx = user;
     if (ctx->failed)
         return 0;
-    if (!name) { /* a section header alone (inih calls with name NULL) */
-        if (strncmp(section, "channel.", 8) == 0 &&
-            !channel_for(ctx->conf, section + 8, true, ctx->err)) {
-            ctx->failed = true;
-            return 0;
-        }
-        return 1;
-    }
     if (section[0] == '\0') {
         snprintf(ctx->err, CONF_ERR_MAX, "config: key %s is outside any [section]", name);
         ctx->failed = true;
@@ -220,8 +212,66 @@ static int on_ini_line(void *user, const char *section, const char *name, const 
     return 1;
 }
 
+/*
+ * Two things Debian's build of inih does not do, checked in a first pass:
+ * it reads lines into a buffer of INI_MAX_LINE bytes and parses the rest of
+ * a longer line as a line of its own (so a long comment could set a key),
+ * and it does not report a section header that has no keys, which would
+ * silently drop an empty [channel.NAME]. This pass refuses long lines and
+ * declares every channel section it sees.
+ */
+static int prescan(struct conf *conf, const char *path, char err[CONF_ERR_MAX])
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, CONF_ERR_MAX, "config: cannot read %s", path);
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, rc = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (len >= INI_MAX_LINE - 1) {
+            /* Name the key, when the line has one, as every error does. */
+            char key[48] = "";
+            const char *eq = strchr(line, '=');
+            if (eq && line[strspn(line, " \t")] != ';' && line[strspn(line, " \t")] != '#') {
+                const char *k = line + strspn(line, " \t");
+                int n = (int)(eq - k);
+                while (n > 0 && isspace((unsigned char)k[n - 1]))
+                    n--;
+                snprintf(key, sizeof(key), " (key %.*s)", n < 32 ? n : 32, k);
+            }
+            snprintf(err, CONF_ERR_MAX, "config: %s line %d%s: longer than %d characters",
+                     path, lineno, key, INI_MAX_LINE - 2);
+            rc = -1;
+            break;
+        }
+        char *p = line;
+        while (isspace((unsigned char)*p))
+            p++;
+        char *end = p + strlen(p);
+        while (end > p && isspace((unsigned char)end[-1]))
+            *--end = '\0';
+        if (strncmp(p, "[channel.", 9) == 0 && end[-1] == ']') {
+            end[-1] = '\0';
+            if (!channel_for(conf, p + 9, true, err)) {
+                rc = -1;
+                break;
+            }
+        }
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
 int conf_load_file(struct conf *conf, const char *path, char err[CONF_ERR_MAX])
 {
+    if (prescan(conf, path, err) != 0)
+        return -1;
     struct file_ctx ctx = {.conf = conf, .err = err};
     int rc = ini_parse(path, on_ini_line, &ctx);
     if (ctx.failed)

@@ -88,6 +88,7 @@ static void run_one(struct sandbox *sb, struct pending *p)
     if (journal_find(sb, p->serial_no, p->res, &failed))
         return; /* known serial: its first outcome, nothing new charged */
     if (failed) {
+        memset(p->res, 0, sizeof(*p->res));
         p->res->outcome = CHAN_ERROR;
         return;
     }

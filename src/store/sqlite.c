@@ -129,7 +129,8 @@ static const char *const wsql[W_COUNT] = {
         "?8,?9,?9)",
     [W_PAYMENT_FINISH] =
         "UPDATE payments SET status = ?2, channel_txn_id = ?3, failure_code = ?4,"
-        " failure_message = ?5, updated_ms = ?6 WHERE id = ?1 AND status = 'processing'",
+        " failure_message = ?5, updated_ms = ?6 WHERE id = ?1 AND order_id = ?7 AND"
+        " status = 'processing'",
     [W_OUTBOX_INSERT] = "INSERT INTO outbox(payment_id, available_ms, deliveries, created_ms)"
                         " VALUES (?1, ?2, 0, ?2)",
     [W_OUTBOX_CLAIM] = "UPDATE outbox SET available_ms = ?2, deliveries = deliveries + 1"
@@ -202,6 +203,7 @@ static const char *const rsql[R_COUNT] = {
 #define CHECKPOINT_FRAMES 1000
 
 struct reader {
+    struct sqlite_store *owner;
     sqlite3 *db;
     sqlite3_stmt *stmts[R_COUNT];
     struct reader *next; /* in the store's list of readers */
@@ -416,9 +418,15 @@ static int op_payment_create(struct sqlite_store *s, struct store_op *op)
     bind_text(st, 7, p->method);
     bind_text(st, 8, p->serial_no);
     sqlite3_bind_int64(st, 9, p->created_ms);
-    rc = step_done(st);
-    if (rc == SQLITE_CONSTRAINT)
-        return STORE_E_IN_PROGRESS; /* payments_one_processing */
+    rc = sqlite3_step(st);
+    /* Only the partial unique index on processing payments names order_id;
+     * a clash on id or serial_no is a bug, reported as a failure. */
+    bool in_progress = rc == SQLITE_CONSTRAINT &&
+                       strstr(sqlite3_errmsg(s->wdb), "payments.order_id") != NULL;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (in_progress)
+        return STORE_E_IN_PROGRESS;
     if (rc != SQLITE_DONE)
         return STORE_E_IO;
 
@@ -472,6 +480,7 @@ static int op_payment_finish(struct sqlite_store *s, struct store_op *op)
     bind_text(st, 4, ok ? NULL : p->failure_code);
     bind_text(st, 5, ok ? NULL : p->failure_message);
     sqlite3_bind_int64(st, 6, p->updated_ms);
+    bind_text(st, 7, p->order_id);
     rc = step_done(st);
     if (rc == SQLITE_CONSTRAINT)
         return STORE_E_NOT_PAYABLE; /* payments_one_succeeded */
@@ -754,16 +763,11 @@ static void reader_unlink(struct sqlite_store *s, struct reader *r)
     pthread_mutex_unlock(&s->readers_mu);
 }
 
-/* Each thread's reader is closed when the thread exits; this needs the store,
- * so the key's value is the reader and the store is found through a
- * thread-local pointer set together with it. */
-static _Thread_local struct sqlite_store *tl_store;
-
+/* Each thread's reader is closed when the thread exits. */
 static void reader_destroy(void *value)
 {
     struct reader *r = value;
-    if (tl_store)
-        reader_unlink(tl_store, r);
+    reader_unlink(r->owner, r);
     reader_close(r);
 }
 
@@ -779,8 +783,8 @@ static sqlite3_stmt *reader_stmt(struct sqlite_store *s, enum rstmt q)
             free(r);
             return NULL;
         }
+        r->owner = s;
         pthread_setspecific(s->reader_key, r);
-        tl_store = s;
         pthread_mutex_lock(&s->readers_mu);
         r->next = s->readers;
         s->readers = r;
