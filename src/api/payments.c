@@ -178,9 +178,14 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
     }
 
     snprintf(c->lock_key, sizeof(c->lock_key), "%s", order.id);
-    if (lock_acquire(app->lock, c->lock_key, ORDER_LOCK_TTL_MS, 0, &c->fence) != LOCK_OK) {
+    rc = lock_acquire(app->lock, c->lock_key, ORDER_LOCK_TTL_MS, 0, &c->fence);
+    if (rc == LOCK_E_BUSY) {
         http_error(r, 409, "conflict", "payment_in_progress",
                    "A payment of this order is being processed.", "order_id");
+        goto out_let_go;
+    }
+    if (rc != LOCK_OK) {
+        api_store_failed(r, STORE_E_BUSY);
         goto out_let_go;
     }
     c->locked = true;

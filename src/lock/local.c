@@ -17,8 +17,8 @@
 #include "lock/lock.h"
 #include "util/util.h"
 
-#define SHARDS 64
-#define SLOTS_PER_SHARD 256 /* live leases per shard at most; past it: busy */
+#define SHARDS 1024
+#define SLOTS_PER_SHARD 32 /* live leases per shard at most; past it: busy */
 
 struct lease {
     char key[ID_MAX];
@@ -95,8 +95,11 @@ static int local_acquire(lock_service *base, const char *key, int64_t ttl_ms, in
             rc = LOCK_OK;
             break;
         }
-        if (now_ms >= deadline_ms)
+        if (now_ms >= deadline_ms) {
+            if (!held)
+                rc = LOCK_E_FULL;
             break;
+        }
         /* Wait for a release, or for the holder's lease to run out. */
         int64_t until_ms = deadline_ms;
         if (held && held->expires_mono_ms < until_ms)

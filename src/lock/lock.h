@@ -21,6 +21,7 @@ enum lock_rc {
     LOCK_E_BUSY = -1,    /* held by another holder; try again later */
     LOCK_E_LOST = -2,    /* renew/release: the lease had expired or moved on */
     LOCK_E_IO = -3,      /* the backend failed */
+    LOCK_E_FULL = -4,    /* no room for another lease now (bounded table) */
 };
 
 typedef struct lock_service lock_service;
