@@ -300,6 +300,66 @@ static void env_name(const char *section, const char *key, char *out, size_t siz
     }
 }
 
+extern char **environ;
+
+/* True when a PAYD_* variable names a key this table knows (after the
+ * channels are known), or is one of the variables that are not keys. */
+static bool env_known(const struct conf *conf, const char *var, size_t len)
+{
+    static const char *const not_keys[] = {"PAYD_DEMO_KEY"};
+    char name[160];
+    for (size_t i = 0; i < ARRAY_LEN(not_keys); i++)
+        if (strlen(not_keys[i]) == len && strncmp(var, not_keys[i], len) == 0)
+            return true;
+    for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
+        env_name(keys[i].section, keys[i].name, name, sizeof(name));
+        if (strlen(name) == len && strncmp(var, name, len) == 0)
+            return true;
+    }
+    for (int c = 0; c < conf->channel_count; c++) {
+        char section[64];
+        snprintf(section, sizeof(section), "channel.%s", conf->channels[c].name);
+        for (size_t i = 0; i < ARRAY_LEN(channel_keys); i++) {
+            env_name(section, channel_keys[i].name, name, sizeof(name));
+            if (strlen(name) == len && strncmp(var, name, len) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* A PAYD_<SECTION>_... variable of a configuration section that names no
+ * key is refused, as an unknown key in the file is (a typo must not be
+ * ignored). Other PAYD_* variables are not configuration and are left
+ * alone. The sections listed besides the table's are those of the contract
+ * that payd does not have yet. */
+static int env_check_unknown(const struct conf *conf, char err[CONF_ERR_MAX])
+{
+    static const char *const later_sections[] = {"limits", "breaker", "channel"};
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "PAYD_", 5) != 0)
+            continue;
+        size_t len = strcspn(*e, "=");
+        if (env_known(conf, *e, len))
+            continue;
+        bool in_section = false;
+        char prefix[64];
+        for (size_t i = 0; i < ARRAY_LEN(keys) && !in_section; i++) {
+            env_name(keys[i].section, "", prefix, sizeof(prefix));
+            in_section = strncmp(*e, prefix, strlen(prefix)) == 0;
+        }
+        for (size_t i = 0; i < ARRAY_LEN(later_sections) && !in_section; i++) {
+            env_name(later_sections[i], "", prefix, sizeof(prefix));
+            in_section = strncmp(*e, prefix, strlen(prefix)) == 0;
+        }
+        if (in_section) {
+            snprintf(err, CONF_ERR_MAX, "config: environment %.*s: unknown key", (int)len, *e);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int conf_load_env(struct conf *conf, char err[CONF_ERR_MAX])
 {
     char name[160];
@@ -323,7 +383,7 @@ int conf_load_env(struct conf *conf, char err[CONF_ERR_MAX])
                 return -1;
         }
     }
-    return 0;
+    return env_check_unknown(conf, err);
 }
 
 int conf_listen_split(const char *listen, char host[128], int *port)

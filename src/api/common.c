@@ -41,12 +41,24 @@ void api_invalid(http_req *r, const char *code, const char *message, const char 
     http_error(r, 400, "invalid_request_error", code, message, param);
 }
 
-json_t *api_parse_object(http_req *r, const char *const *allowed)
+json_t *api_parse_object(http_req *r, const char *const *allowed, const char *number_field,
+                         const char *number_code)
 {
     size_t len;
     const char *body = http_body(r, &len);
     json_error_t jerr;
-    json_t *obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *obj =
+        json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!obj && json_error_code(&jerr) == json_error_numeric_overflow) {
+        if (number_field) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "%s is out of range", number_field);
+            api_invalid(r, number_code, msg, number_field);
+        } else {
+            api_invalid(r, "parameter_invalid", "a number in the body is out of range", NULL);
+        }
+        return NULL;
+    }
     if (!obj) {
         char msg[256];
         snprintf(msg, sizeof(msg), "the body is not valid JSON: %s (line %d, column %d)",
@@ -114,7 +126,22 @@ void api_store_failed(http_req *r, int rc)
                NULL);
 }
 
-void api_resume_on_commit(struct store_op *op)
+static void resume_on_commit(struct store_op *op)
 {
     http_resume(op->arg);
+}
+
+void api_write(struct api_ctx *c, http_req *r, void (*on_resume)(http_req *r))
+{
+    c->op.done = resume_on_commit;
+    c->op.arg = r;
+    /* Suspend first: the commit may resume the request before
+     * store_submit() even returns. From a successful submit on, only the
+     * writer touches c->op.rc. */
+    http_suspend(r, on_resume);
+    int rc = store_submit(c->app->store, &c->op);
+    if (rc != STORE_OK) {
+        c->op.rc = rc;
+        http_resume(r);
+    }
 }

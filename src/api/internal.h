@@ -38,8 +38,11 @@ json_t *api_order_json(const struct order *o);
 json_t *api_payment_json(const struct payment *p);
 
 /* Parses the body as a JSON object whose keys are all in allowed (NULL-
- * terminated). On failure answers 400 and returns NULL. */
-json_t *api_parse_object(http_req *r, const char *const *allowed);
+ * terminated). On failure answers 400 and returns NULL. A number too large
+ * for an int64 is blamed on number_field with number_code (the resource's
+ * one numeric field), or on no field when number_field is NULL. */
+json_t *api_parse_object(http_req *r, const char *const *allowed, const char *number_field,
+                         const char *number_code);
 
 /* A required string field of at most max_len bytes; answers 400 and returns
  * NULL when absent or not a string (empty strings are refused too). */
@@ -49,8 +52,10 @@ const char *api_string_field(http_req *r, json_t *obj, const char *name, size_t 
  * request holds, if it still holds them. */
 void api_payment_let_go(struct api_ctx *c);
 
-/* A store_op done() callback that resumes the request in op->arg. */
-void api_resume_on_commit(struct store_op *op);
+/* Submits c->op and parks the request until it is committed; then
+ * on_resume() answers from c->op.rc and c->op.out. If the write cannot even
+ * be queued, on_resume() runs with that failure in c->op.rc. */
+void api_write(struct api_ctx *c, http_req *r, void (*on_resume)(http_req *r));
 
 /* Common answers. */
 void api_not_found(http_req *r, const char *param);

@@ -114,7 +114,7 @@ static void order_created(http_req *r)
 void api_order_create(struct api_ctx *c, http_req *r, const char *id)
 {
     (void)id;
-    json_t *body = api_parse_object(r, order_fields);
+    json_t *body = api_parse_object(r, order_fields, "amount", "amount_invalid");
     if (!body)
         return;
     struct order *o = &c->op.in.order_create;
@@ -140,11 +140,7 @@ void api_order_create(struct api_ctx *c, http_req *r, const char *id)
     snprintf(o->merchant_id, sizeof(o->merchant_id), "%s", c->merchant.id);
     o->status = ORDER_PENDING_PAYMENT;
     c->op.kind = STORE_OP_ORDER_CREATE;
-    c->op.done = api_resume_on_commit;
-    c->op.arg = r;
-    http_suspend(r, order_created);
-    if ((c->op.rc = store_submit(c->app->store, &c->op)) != STORE_OK)
-        http_resume(r);
+    api_write(c, r, order_created);
 }
 
 void api_order_get(struct api_ctx *c, http_req *r, const char *id)

@@ -107,7 +107,7 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
     struct app *app = c->app;
     if (!read_idem_key(c, r))
         return;
-    json_t *body = api_parse_object(r, payment_fields);
+    json_t *body = api_parse_object(r, payment_fields, NULL, NULL);
     if (!body)
         return;
     const char *order_id = api_string_field(r, body, "order_id", ID_MAX - 1);
@@ -209,12 +209,8 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
         c->op.in.payment_create.idem_status = 202;
         c->op.in.payment_create.idem_body = c->response_body;
     }
-    c->op.done = api_resume_on_commit;
-    c->op.arg = r;
     json_decref(body);
-    http_suspend(r, payment_written);
-    if ((c->op.rc = store_submit(app->store, &c->op)) != STORE_OK)
-        http_resume(r);
+    api_write(c, r, payment_written);
     return;
 
 out_let_go:

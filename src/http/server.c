@@ -5,9 +5,13 @@
  * with the headers, then once per piece of body, then once with no data.
  * We never answer in the first call (libmicrohttpd 0.9.75 then closes the
  * connection after every reply, losing keep-alive), dispatch on the last,
- * and answer on a later call after a suspended request is resumed. A body
- * over the limit is answered 413 as soon as that is known; the connection
- * then closes, as the rest of the body is never read.
+ * and answer on a later call after a suspended request is resumed.
+ *
+ * A body over the limit is answered 413. When Content-Length announces it,
+ * the answer goes in the first call (the only moment before the body that
+ * libmicrohttpd takes one), and the connection closes without reading the
+ * body. A body without a length (chunked) that grows past the limit is read
+ * and dropped, then answered; past DISCARD_MAX_BYTES the connection is cut.
  */
 #include "http/server.h"
 
@@ -25,6 +29,7 @@
 #define MAX_EXTRA_HEADERS 4
 #define CONNECTION_LIMIT 20000
 #define CONNECTION_TIMEOUT_S 60
+#define DISCARD_MAX_BYTES (16 << 20)
 
 enum req_state { REQ_READING, REQ_DISPATCHED, REQ_SUSPENDED, REQ_RESUMED };
 
@@ -40,6 +45,7 @@ struct http_req {
     char *body;
     size_t body_len, body_cap;
     bool too_large;
+    size_t discarded; /* body bytes dropped after too_large */
     int64_t started_us;
     int route;
     _Atomic int state; /* enum req_state */
@@ -247,8 +253,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r = req_new(srv, conn, url, method);
         *con_cls = r;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > max)
+        if (cl && strtoull(cl, NULL, 10) > max) {
             r->too_large = true;
+            atomic_store(&r->state, REQ_DISPATCHED);
+            answer_too_large(r);
+            return queue_answer(r);
+        }
         return MHD_YES;
     }
     if (r->queued)
@@ -258,10 +268,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!r->too_large && r->body_len + *upload_data_size > max)
             r->too_large = true;
         if (r->too_large) {
+            r->discarded += *upload_data_size;
             *upload_data_size = 0;
-            if (!r->answered)
-                answer_too_large(r);
-            return queue_answer(r);
+            return r->discarded > DISCARD_MAX_BYTES ? MHD_NO : MHD_YES;
         }
         if (r->body_len + *upload_data_size + 1 > r->body_cap) {
             r->body_cap = (r->body_len + *upload_data_size + 1) * 2;
