@@ -9,6 +9,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "cache/keys.h"
+#include "cache/orders.h"
 #include "channel/channel.h"
 #include "conf.h"
 #include "core/idem.h"
@@ -27,6 +29,8 @@ struct app {
     channel_set *channels;
     idem_inflight *inflight;
     metrics *metrics;
+    key_cache *keys;      /* API key hash -> merchant */
+    order_cache *orders;  /* order id -> its immutable facts */
     atomic_bool draining; /* SIGTERM seen: /readyz answers 503 */
 };
 

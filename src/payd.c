@@ -35,6 +35,8 @@
 #include "worker/worker.h"
 
 #define INFLIGHT_KEYS_MAX 65536
+#define KEY_CACHE_SLOTS 4096
+#define ORDER_CACHE_SLOTS (1 << 18) /* about 24 MiB */
 #define SHUTDOWN_GRACE_MS 10000
 #define CLI_STORE_WAIT_MS 10000
 
@@ -239,13 +241,18 @@ static int cmd_merchant(struct args *a)
             printf("merchant %s has a new API key; the old one no longer works:\n%s\n", name,
                    key);
     }
+    bool epoch_failed = rc == STORE_OK && key_cache_bump_epoch(conf.data_dir) != 0;
+    if (epoch_failed)
+        fprintf(stderr, "payd: the change is stored, but %s/merchants.epoch could not be "
+                        "written: a running server may accept the old key until it restarts\n",
+                conf.data_dir);
     if (rc == STORE_E_DUPLICATE)
         fprintf(stderr, "payd: a merchant named %s exists already\n", name);
     else if (rc == STORE_E_NOT_FOUND)
         fprintf(stderr, "payd: no merchant named %s\n", name);
     else if (rc != STORE_OK)
         fprintf(stderr, "payd: the store failed (%s)\n", store_rc_name(rc));
-    status = rc == STORE_OK ? 0 : 1;
+    status = rc == STORE_OK && !epoch_failed ? 0 : 1;
 out_close:
     store_close(s);
     return status;
@@ -393,6 +400,8 @@ static int cmd_serve(struct args *a)
     app.metrics = metrics_new(api_route_names, api_route_methods, api_route_count,
                               channel_names, channel_set_count(app.channels));
     app.inflight = idem_inflight_new(INFLIGHT_KEYS_MAX);
+    app.keys = key_cache_new(conf.data_dir, KEY_CACHE_SLOTS);
+    app.orders = order_cache_new(ORDER_CACHE_SLOTS);
     app.lock = lock_local_new(store_max_fence(app.store));
     struct queue_outbox_options qopts = {.lease_ms = conf.worker_lease_ms,
                                          .prefetch = (int)conf.worker_threads};
@@ -442,6 +451,8 @@ out_stop:
     queue_free(app.queue);
     lock_free(app.lock);
     idem_inflight_free(app.inflight);
+    key_cache_free(app.keys);
+    order_cache_free(app.orders);
     channel_set_free(app.channels);
 out_store:
     store_close(app.store);

@@ -36,6 +36,21 @@ json_t *api_payment_json(const struct payment *p)
     return j;
 }
 
+void api_order_facts(const struct order *o, struct order_facts *f)
+{
+    memcpy(f->id, o->id, sizeof(f->id));
+    memcpy(f->merchant_id, o->merchant_id, sizeof(f->merchant_id));
+    f->amount_minor = o->amount_minor;
+    memcpy(f->currency, o->currency, sizeof(f->currency));
+}
+
+void api_remember_order(struct app *app, const struct order *o)
+{
+    struct order_facts f;
+    api_order_facts(o, &f);
+    order_cache_put(app->orders, &f);
+}
+
 void api_invalid(http_req *r, const char *code, const char *message, const char *param)
 {
     http_error(r, 400, "invalid_request_error", code, message, param);

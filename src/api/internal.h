@@ -48,6 +48,10 @@ json_t *api_parse_object(http_req *r, const char *const *allowed, const char *nu
  * NULL when absent or not a string (empty strings are refused too). */
 const char *api_string_field(http_req *r, json_t *obj, const char *name, size_t max_len);
 
+/* An order's immutable facts, and putting them in the order cache. */
+void api_order_facts(const struct order *o, struct order_facts *f);
+void api_remember_order(struct app *app, const struct order *o);
+
 /* Releases the order lock and the idempotency in-flight mark a payment
  * request holds, if it still holds them. */
 void api_payment_let_go(struct api_ctx *c);

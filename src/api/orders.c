@@ -100,6 +100,7 @@ static void order_created(http_req *r)
     const struct order *sent = &c->op.in.order_create;
     switch (c->op.rc) {
     case STORE_OK:
+        api_remember_order(c->app, sent);
         http_respond_json(r, 201, api_order_json(sent));
         break;
     case STORE_E_EXISTS:
@@ -123,18 +124,8 @@ void api_order_create(struct api_ctx *c, http_req *r, const char *id)
     if (!ok)
         return;
 
-    struct order existing;
-    int rc = store_order_get_by_no(c->app->store, c->merchant.id, o->merchant_order_no,
-                                   &existing);
-    if (rc == STORE_OK) {
-        answer_existing(r, o, &existing);
-        return;
-    }
-    if (rc != STORE_E_NOT_FOUND) {
-        api_store_failed(r, rc);
-        return;
-    }
-
+    /* No read first: a repeated order number is rare, and the write finds
+     * it under the unique constraint and answers from the existing order. */
     o->created_ms = clock_wall_ms();
     id_new("ord_", o->created_ms, o->id);
     snprintf(o->merchant_id, sizeof(o->merchant_id), "%s", c->merchant.id);

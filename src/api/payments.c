@@ -148,40 +148,45 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
             goto out_body;
         }
         c->idem_entered = true;
-        struct idem_record rec;
-        rc = store_idem_get(app->store, c->merchant.id, c->idem_key, &rec);
-        if (rc == STORE_OK) {
-            replay(r, c->fingerprint, &rec);
-            free(rec.body);
+    }
+
+    /* What the payment takes from its order, from the cache when it can:
+     * the order's status is checked by the write itself. */
+    struct order_facts order;
+    if (!order_cache_get(app->orders, p->order_id, &order)) {
+        struct order o;
+        int rc = store_order_get(app->store, c->merchant.id, p->order_id, &o);
+        if (rc == STORE_E_NOT_FOUND) {
+            api_not_found(r, "order_id");
             goto out_let_go;
         }
-        if (rc != STORE_E_NOT_FOUND) {
+        if (rc != STORE_OK) {
             api_store_failed(r, rc);
             goto out_let_go;
         }
+        api_order_facts(&o, &order);
+        order_cache_put(app->orders, &order);
     }
-
-    struct order order;
-    int rc = store_order_get(app->store, c->merchant.id, p->order_id, &order);
-    if (rc == STORE_E_NOT_FOUND) {
-        api_not_found(r, "order_id");
-        goto out_let_go;
-    }
-    if (rc != STORE_OK) {
-        api_store_failed(r, rc);
-        goto out_let_go;
-    }
-    if (order.status != ORDER_PENDING_PAYMENT) {
-        http_error(r, 409, "conflict", "order_already_paid",
-                   "This order is already paid or can no longer be paid.", "order_id");
+    if (strcmp(order.merchant_id, c->merchant.id) != 0) {
+        api_not_found(r, "order_id"); /* another merchant's order */
         goto out_let_go;
     }
 
     snprintf(c->lock_key, sizeof(c->lock_key), "%s", order.id);
-    rc = lock_acquire(app->lock, c->lock_key, ORDER_LOCK_TTL_MS, 0, &c->fence);
+    int rc = lock_acquire(app->lock, c->lock_key, ORDER_LOCK_TTL_MS, 0, &c->fence);
     if (rc == LOCK_E_BUSY) {
-        http_error(r, 409, "conflict", "payment_in_progress",
-                   "A payment of this order is being processed.", "order_id");
+        /* Someone works on this order: a worker on this very payment (then
+         * a retry with its key gets the first answer again), or another
+         * request. */
+        struct idem_record rec;
+        if (c->has_idem_key &&
+            store_idem_get(app->store, c->merchant.id, c->idem_key, &rec) == STORE_OK) {
+            replay(r, c->fingerprint, &rec);
+            free(rec.body);
+        } else {
+            http_error(r, 409, "conflict", "payment_in_progress",
+                       "A payment of this order is being processed.", "order_id");
+        }
         goto out_let_go;
     }
     if (rc != LOCK_OK) {

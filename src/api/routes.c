@@ -76,7 +76,12 @@ static bool authenticate(struct api_ctx *c, http_req *r)
     }
     char hash[65];
     api_key_hash(auth + 7, hash);
+    struct key_epoch epoch;
+    if (key_cache_get(c->app->keys, hash, &c->merchant, &epoch))
+        return true;
     int rc = store_merchant_by_key_hash(c->app->store, hash, &c->merchant);
+    if (rc == STORE_OK)
+        key_cache_put(c->app->keys, hash, &c->merchant, &epoch);
     if (rc == STORE_E_NOT_FOUND) {
         http_error(r, 401, "authentication_error", "api_key_invalid",
                    "The API key is not valid.", NULL);

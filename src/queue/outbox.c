@@ -140,6 +140,8 @@ static void *dispatcher_main(void *arg)
             m->id = msgs[i].id;
             memcpy(m->payment_id, msgs[i].payment_id, sizeof(m->payment_id));
             m->deliveries = msgs[i].deliveries;
+            m->found = msgs[i].found;
+            m->payment = msgs[i].payment;
             q->ring_len++;
         }
         for (int i = 0; i < n; i++)

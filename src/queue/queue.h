@@ -14,6 +14,7 @@
 #ifndef PAYD_QUEUE_QUEUE_H
 #define PAYD_QUEUE_QUEUE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/ids.h"
@@ -26,10 +27,14 @@ enum queue_rc {
     QUEUE_E_IO = -3,
 };
 
+/* A message: the payment to process, as it stood when the message was
+ * delivered (found is false when the payment no longer exists). */
 struct queue_msg {
     int64_t id;
     char payment_id[ID_MAX];
     int64_t deliveries; /* 1 on the first delivery */
+    bool found;
+    struct payment payment;
 };
 
 typedef struct queue queue;

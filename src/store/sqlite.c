@@ -3,9 +3,12 @@
  *
  * One writer thread owns the only write connection. Submitted operations
  * wait in a bounded ring; the writer takes everything that is there (up to
- * max_batch), runs each in its own savepoint inside one BEGIN IMMEDIATE
- * transaction, commits once (one fsync for the whole batch: group commit),
- * and then calls every operation's done(). Reads use one connection per
+ * max_batch), runs each (in its own savepoint when it makes several
+ * changes) inside one BEGIN IMMEDIATE transaction, commits once (one fsync
+ * for the whole batch: group commit), and hands the batch to the completer
+ * thread, which calls every operation's done() while the writer goes on
+ * with the next batch: waking the waiting requests and threads costs
+ * system calls that the writer, the one serial stage, should not pay. Reads use one connection per
  * thread, created on first use, so they never wait for the writer (WAL lets
  * readers see the last commit while a write is under way).
  *
@@ -41,14 +44,15 @@ static const char schema_sql[] =
     "    'partially_refunded','refunded')),"
     "  fence INTEGER NOT NULL DEFAULT 0,"
     "  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,"
-    "  UNIQUE (merchant_id, merchant_order_no));"
+    "  UNIQUE (merchant_id, merchant_order_no)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS payments("
     "  id TEXT PRIMARY KEY, order_id TEXT NOT NULL REFERENCES orders(id),"
     "  merchant_id TEXT NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0),"
     "  currency TEXT NOT NULL, channel TEXT NOT NULL, method TEXT NOT NULL,"
     "  status TEXT NOT NULL CHECK (status IN ('processing','succeeded','failed')),"
     "  serial_no TEXT NOT NULL UNIQUE, channel_txn_id TEXT, failure_code TEXT,"
-    "  failure_message TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+    "  failure_message TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL)"
+    "  WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS payments_by_order ON payments(order_id, created_ms);"
     "CREATE UNIQUE INDEX IF NOT EXISTS payments_one_succeeded ON payments(order_id)"
     "  WHERE status = 'succeeded';"
@@ -65,11 +69,17 @@ static const char schema_sql[] =
     "  PRIMARY KEY (merchant_id, key)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys(created_ms);"
     "CREATE TABLE IF NOT EXISTS ledger_entries("
-    "  id INTEGER PRIMARY KEY, transfer_id TEXT NOT NULL, account TEXT NOT NULL,"
+    "  transfer_id TEXT NOT NULL, account TEXT NOT NULL,"
     "  amount INTEGER NOT NULL, currency TEXT NOT NULL, created_ms INTEGER NOT NULL,"
-    "  UNIQUE (transfer_id, account));"
+    "  PRIMARY KEY (transfer_id, account)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS ledger_by_account ON ledger_entries(account, currency);"
     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');";
+
+#define ORDER_COLS "id, merchant_id, merchant_order_no, amount, currency, description, status," \
+                   " created_ms"
+#define PAYMENT_COLS "id, order_id, merchant_id, amount, currency, channel, method, status,"   \
+                     " serial_no, channel_txn_id, failure_code, failure_message, created_ms,"   \
+                     " updated_ms"
 
 /* Write statements, prepared once on the writer connection. */
 enum wstmt {
@@ -83,7 +93,7 @@ enum wstmt {
     W_ORDER_BY_NO,
     W_ORDER_LOCK_STATE,
     W_ORDER_SET_FENCE,
-    W_ORDER_SET_PAID,
+    W_ORDER_FENCE_PAID,
     W_IDEM_GET,
     W_IDEM_INSERT,
     W_PAYMENT_INSERT,
@@ -97,6 +107,7 @@ enum wstmt {
     W_IDEM_PURGE,
     W_MERCHANT_INSERT,
     W_MERCHANT_ROTATE,
+    W_PAYMENT_GET,
     W_COUNT
 };
 
@@ -116,9 +127,10 @@ static const char *const wsql[W_COUNT] = {
                       " merchant_order_no = ?2",
     [W_ORDER_LOCK_STATE] = "SELECT status, fence FROM orders WHERE id = ?1 AND merchant_id = ?2",
     [W_ORDER_SET_FENCE] = "UPDATE orders SET fence = ?3 WHERE id = ?1 AND merchant_id = ?2"
-                          " AND fence <= ?3 RETURNING status",
-    [W_ORDER_SET_PAID] = "UPDATE orders SET status = 'paid', updated_ms = ?2 WHERE id = ?1 AND"
-                         " status = 'pending_payment'",
+                          " AND fence <= ?3 RETURNING status, amount, currency",
+    [W_ORDER_FENCE_PAID] = "UPDATE orders SET fence = ?3, status = 'paid', updated_ms = ?4"
+                           " WHERE id = ?1 AND merchant_id = ?2 AND fence <= ?3 AND"
+                           " status = 'pending_payment' RETURNING status, amount, currency",
     [W_IDEM_GET] = "SELECT fingerprint, status, body FROM idempotency_keys WHERE"
                    " merchant_id = ?1 AND key = ?2",
     [W_IDEM_INSERT] = "INSERT INTO idempotency_keys(merchant_id, key, fingerprint, status, body,"
@@ -140,12 +152,13 @@ static const char *const wsql[W_COUNT] = {
     [W_OUTBOX_RETRY] = "UPDATE outbox SET available_ms = ?2 WHERE id = ?1",
     [W_OUTBOX_RESET] = "UPDATE outbox SET available_ms = ?1 WHERE available_ms > ?1",
     [W_LEDGER_INSERT] = "INSERT INTO ledger_entries(transfer_id, account, amount, currency,"
-                        " created_ms) VALUES (?1,?2,?3,?4,?5)",
+                        " created_ms) VALUES (?1,?2,-?4,?5,?6), (?1,?3,?4,?5,?6)",
     [W_IDEM_PURGE] = "DELETE FROM idempotency_keys WHERE (merchant_id, key) IN (SELECT"
                      " merchant_id, key FROM idempotency_keys WHERE created_ms < ?1 LIMIT ?2)",
     [W_MERCHANT_INSERT] = "INSERT INTO merchants(id, name, key_hash, created_ms) VALUES"
                           " (?1,?2,?3,?4)",
     [W_MERCHANT_ROTATE] = "UPDATE merchants SET key_hash = ?2 WHERE name = ?1",
+    [W_PAYMENT_GET] = "SELECT " PAYMENT_COLS " FROM payments WHERE id = ?1",
 };
 
 /* Read statements, prepared on each reader connection when first used. */
@@ -166,12 +179,6 @@ enum rstmt {
     R_COUNT
 };
 
-#define ORDER_COLS "id, merchant_id, merchant_order_no, amount, currency, description, status," \
-                   " created_ms"
-#define PAYMENT_COLS "id, order_id, merchant_id, amount, currency, channel, method, status,"   \
-                     " serial_no, channel_txn_id, failure_code, failure_message, created_ms,"   \
-                     " updated_ms"
-
 static const char *const rsql[R_COUNT] = {
     [R_MERCHANT_BY_HASH] = "SELECT id, name, created_ms FROM merchants WHERE key_hash = ?1",
     [R_MERCHANT_LIST] = "SELECT id, name, created_ms FROM merchants ORDER BY created_ms, name",
@@ -182,7 +189,7 @@ static const char *const rsql[R_COUNT] = {
     [R_PAYMENT_GET] = "SELECT " PAYMENT_COLS " FROM payments WHERE id = ?1 AND merchant_id = ?2",
     [R_PAYMENT_GET_ANY] = "SELECT " PAYMENT_COLS " FROM payments WHERE id = ?1",
     [R_PAYMENT_LIST] = "SELECT " PAYMENT_COLS " FROM payments WHERE order_id = ?1 AND"
-                       " merchant_id = ?2 ORDER BY created_ms, rowid",
+                       " merchant_id = ?2 ORDER BY created_ms, id",
     [R_IDEM_GET] = "SELECT fingerprint, status, body FROM idempotency_keys WHERE"
                    " merchant_id = ?1 AND key = ?2",
     [R_BALANCE] = "SELECT currency, sum(amount) FROM ledger_entries WHERE account = ?1"
@@ -225,12 +232,20 @@ struct sqlite_store {
     bool stopping;
     void (*on_commit)(void *arg, int ops, int64_t latency_us);
     void *on_commit_arg;
+    /* completer */
+    pthread_t completer;
+    bool completer_started;
+    pthread_mutex_t done_mu;
+    pthread_cond_t has_done;
+    struct done_batch *done_head, **done_tail;
+    bool done_stopping;
     /* checkpointer */
     sqlite3 *cdb;
     pthread_t checkpointer;
     bool checkpointer_started;
     pthread_cond_t wal_grew;
     bool checkpoint_due;
+    int wal_frames_checkpointed; /* the log's size at the last checkpoint */
     /* readers */
     pthread_key_t reader_key;
     pthread_mutex_t readers_mu;
@@ -346,16 +361,23 @@ static int op_order_create(struct sqlite_store *s, struct store_op *op)
 /* Records the caller's fencing token on the order if no newer one was seen,
  * and reads the order's status; one statement in the common case. */
 static int fence_order(struct sqlite_store *s, const char *order_id, const char *merchant_id,
-                       int64_t fence, enum order_status *status)
+                       int64_t fence, int64_t paid_ms, enum order_status *status,
+                       int64_t *amount_minor, char currency[4])
 {
-    sqlite3_stmt *st = s->w[W_ORDER_SET_FENCE];
+    /* paid_ms > 0: also move the order from pending_payment to paid. */
+    sqlite3_stmt *st = s->w[paid_ms > 0 ? W_ORDER_FENCE_PAID : W_ORDER_SET_FENCE];
     bind_text(st, 1, order_id);
     bind_text(st, 2, merchant_id);
     sqlite3_bind_int64(st, 3, fence);
+    if (paid_ms > 0)
+        sqlite3_bind_int64(st, 4, paid_ms);
     int rc = sqlite3_step(st);
     char name[32] = "";
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
         copy_col(st, 0, name, sizeof(name));
+        *amount_minor = sqlite3_column_int64(st, 1);
+        copy_col(st, 2, currency, 4);
+    }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (rc == SQLITE_ROW) {
@@ -364,22 +386,27 @@ static int fence_order(struct sqlite_store *s, const char *order_id, const char 
     }
     if (rc != SQLITE_DONE)
         return STORE_E_IO;
-    /* No row changed: no such order, or a newer token came first. */
+    /* No row changed: no such order, a newer token came first, or (when
+     * marking it paid) the order was not pending_payment. */
     st = s->w[W_ORDER_LOCK_STATE];
     bind_text(st, 1, order_id);
     bind_text(st, 2, merchant_id);
     rc = sqlite3_step(st);
     int64_t stored_fence = 0;
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
+        copy_col(st, 0, name, sizeof(name));
         stored_fence = sqlite3_column_int64(st, 1);
+    }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (rc == SQLITE_DONE)
         return STORE_E_NOT_FOUND;
     if (rc != SQLITE_ROW)
         return STORE_E_IO;
-    PAYD_ASSERT(stored_fence > fence);
-    return STORE_E_STALE_FENCE;
+    if (stored_fence > fence)
+        return STORE_E_STALE_FENCE;
+    PAYD_ASSERT(paid_ms > 0 && strcmp(name, "pending_payment") != 0);
+    return STORE_E_NOT_PAYABLE;
 }
 
 static int op_payment_create(struct sqlite_store *s, struct store_op *op)
@@ -409,11 +436,17 @@ static int op_payment_create(struct sqlite_store *s, struct store_op *op)
     }
 
     enum order_status status;
-    rc = fence_order(s, p->order_id, p->merchant_id, op->in.payment_create.fence, &status);
+    int64_t amount_minor;
+    char currency[4];
+    rc = fence_order(s, p->order_id, p->merchant_id, op->in.payment_create.fence, 0, &status,
+                     &amount_minor, currency);
     if (rc != STORE_OK)
         return rc;
     if (status != ORDER_PENDING_PAYMENT)
         return STORE_E_NOT_PAYABLE;
+    /* The payment takes its amount from the order; the caller read it (an
+     * order never changes its amount), and this is where that is checked. */
+    PAYD_ASSERT(amount_minor == p->amount_minor && strcmp(currency, p->currency) == 0);
 
     st = s->w[W_PAYMENT_INSERT];
     bind_text(st, 1, p->id);
@@ -457,16 +490,36 @@ static int op_payment_create(struct sqlite_store *s, struct store_op *op)
     return STORE_OK;
 }
 
-static int ledger_post(struct sqlite_store *s, const char *transfer_id, const char *account,
-                       int64_t amount_minor, const char *currency, int64_t now_ms)
+/* Posts one transfer: amount_minor leaves `from` and reaches `to`, in one
+ * statement, so the two legs always sum to zero. */
+static int ledger_transfer(struct sqlite_store *s, const char *transfer_id, const char *from,
+                           const char *to, int64_t amount_minor, const char *currency,
+                           int64_t now_ms)
 {
     sqlite3_stmt *st = s->w[W_LEDGER_INSERT];
     bind_text(st, 1, transfer_id);
-    bind_text(st, 2, account);
-    sqlite3_bind_int64(st, 3, amount_minor);
-    bind_text(st, 4, currency);
-    sqlite3_bind_int64(st, 5, now_ms);
+    bind_text(st, 2, from);
+    bind_text(st, 3, to);
+    sqlite3_bind_int64(st, 4, amount_minor);
+    bind_text(st, 5, currency);
+    sqlite3_bind_int64(st, 6, now_ms);
     return step_done(st) == SQLITE_DONE ? STORE_OK : STORE_E_IO;
+}
+
+/* True when the payment exists and is no longer processing. */
+static bool payment_final(struct sqlite_store *s, const char *payment_id)
+{
+    sqlite3_stmt *st = s->w[W_PAYMENT_GET];
+    bind_text(st, 1, payment_id);
+    bool final = false;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        struct payment p;
+        row_to_payment(st, &p);
+        final = p.status != PAYMENT_PROCESSING;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return final;
 }
 
 static int op_payment_finish(struct sqlite_store *s, struct store_op *op)
@@ -474,12 +527,17 @@ static int op_payment_finish(struct sqlite_store *s, struct store_op *op)
     const struct payment *p = &op->in.payment_finish.payment;
     PAYD_ASSERT(p->status == PAYMENT_SUCCEEDED || p->status == PAYMENT_FAILED);
     enum order_status order_status;
+    int64_t amount_minor;
+    char currency[4];
+    bool ok = p->status == PAYMENT_SUCCEEDED;
+    /* On success the order turns paid in the same statement that records
+     * the token; the savepoint undoes it if the payment is already final. */
     int rc = fence_order(s, p->order_id, p->merchant_id, op->in.payment_finish.fence,
-                         &order_status);
+                         ok ? p->updated_ms : 0, &order_status, &amount_minor, currency);
+    if (rc == STORE_E_NOT_PAYABLE && payment_final(s, p->id))
+        return STORE_E_FINAL; /* a repeated outcome: the order was paid by it */
     if (rc != STORE_OK)
         return rc;
-
-    bool ok = p->status == PAYMENT_SUCCEEDED;
     sqlite3_stmt *st = s->w[W_PAYMENT_FINISH];
     bind_text(st, 1, p->id);
     bind_text(st, 2, payment_status_name(p->status));
@@ -498,20 +556,12 @@ static int op_payment_finish(struct sqlite_store *s, struct store_op *op)
     if (!ok)
         return STORE_OK;
 
-    st = s->w[W_ORDER_SET_PAID];
-    bind_text(st, 1, p->order_id);
-    sqlite3_bind_int64(st, 2, p->updated_ms);
-    if (step_done(st) != SQLITE_DONE)
-        return STORE_E_IO;
-    if (sqlite3_changes(s->wdb) == 0)
-        return STORE_E_NOT_PAYABLE;
-
     /* Double entry: the channel's clearing account pays the merchant. */
     char clearing[64], merchant[64];
     snprintf(clearing, sizeof(clearing), "clearing:%s", p->channel);
     snprintf(merchant, sizeof(merchant), "merchant:%s", p->merchant_id);
-    if (ledger_post(s, p->id, clearing, -p->amount_minor, p->currency, p->updated_ms) ||
-        ledger_post(s, p->id, merchant, p->amount_minor, p->currency, p->updated_ms))
+    if (ledger_transfer(s, p->id, clearing, merchant, p->amount_minor, p->currency,
+                        p->updated_ms) != STORE_OK)
         return STORE_E_IO;
     return STORE_OK;
 }
@@ -535,8 +585,25 @@ static int op_outbox_claim(struct sqlite_store *s, struct store_op *op)
     }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE)
+        return STORE_E_IO;
+    /* Hand each message its payment as it stands now, read on the writer's
+     * connection (whose cache is never invalidated), so that workers need
+     * no read of their own. */
+    st = s->w[W_PAYMENT_GET];
+    for (int i = 0; i < n; i++) {
+        struct outbox_msg *m = &op->in.outbox_claim.msgs[i];
+        bind_text(st, 1, m->payment_id);
+        rc = sqlite3_step(st);
+        m->found = rc == SQLITE_ROW;
+        if (m->found)
+            row_to_payment(st, &m->payment);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return STORE_E_IO;
+    }
     op->out.claimed = n;
-    return rc == SQLITE_DONE ? STORE_OK : STORE_E_IO;
+    return STORE_OK;
 }
 
 static int op_simple(struct sqlite_store *s, enum wstmt w, int64_t a, int64_t b)
@@ -606,6 +673,48 @@ static int run_op(struct sqlite_store *s, struct store_op *op)
     }
 }
 
+/* A committed batch on its way to the completer. */
+struct done_batch {
+    struct done_batch *next;
+    int n;
+    struct store_op *ops[];
+};
+
+static void *completer_main(void *arg)
+{
+    struct sqlite_store *s = arg;
+    pthread_setname_np(pthread_self(), "payd-complete");
+    pthread_mutex_lock(&s->done_mu);
+    for (;;) {
+        while (!s->done_head && !s->done_stopping)
+            pthread_cond_wait(&s->has_done, &s->done_mu);
+        struct done_batch *list = s->done_head;
+        s->done_head = NULL;
+        s->done_tail = &s->done_head;
+        if (!list)
+            break; /* stopping, and nothing left */
+        pthread_mutex_unlock(&s->done_mu);
+        while (list) {
+            struct done_batch *next = list->next;
+            for (int i = 0; i < list->n; i++)
+                list->ops[i]->done(list->ops[i]);
+            free(list);
+            list = next;
+        }
+        pthread_mutex_lock(&s->done_mu);
+    }
+    pthread_mutex_unlock(&s->done_mu);
+    return NULL;
+}
+
+/* True for the operations that make more than one change, which must be
+ * undone together when a later step refuses; the others are one statement
+ * (SQLite undoes a failed statement by itself) or harmless to keep. */
+static bool needs_savepoint(enum store_op_kind kind)
+{
+    return kind == STORE_OP_PAYMENT_CREATE || kind == STORE_OP_PAYMENT_FINISH;
+}
+
 /* Runs one batch in one transaction and reports every op. */
 static void run_batch(struct sqlite_store *s, struct store_op **ops, int n)
 {
@@ -616,14 +725,17 @@ static void run_batch(struct sqlite_store *s, struct store_op **ops, int n)
         goto out_report;
     }
     for (int i = 0; i < n; i++) {
-        PAYD_ASSERT(step_done(s->w[W_SAVEPOINT]) == SQLITE_DONE);
+        bool savepoint = needs_savepoint(ops[i]->kind);
+        if (savepoint)
+            PAYD_ASSERT(step_done(s->w[W_SAVEPOINT]) == SQLITE_DONE);
         ops[i]->rc = run_op(s, ops[i]);
-        if (ops[i]->rc != STORE_OK) {
-            if (ops[i]->rc == STORE_E_IO)
-                log_db_error(s->wdb, store_rc_name(ops[i]->rc));
-            step_done(s->w[W_ROLLBACK_TO]);
+        if (ops[i]->rc == STORE_E_IO)
+            log_db_error(s->wdb, store_rc_name(ops[i]->rc));
+        if (savepoint) {
+            if (ops[i]->rc != STORE_OK)
+                step_done(s->w[W_ROLLBACK_TO]);
+            step_done(s->w[W_RELEASE]);
         }
-        step_done(s->w[W_RELEASE]);
     }
     if (step_done(s->w[W_COMMIT]) != SQLITE_DONE) {
         log_db_error(s->wdb, "commit");
@@ -637,8 +749,17 @@ static void run_batch(struct sqlite_store *s, struct store_op **ops, int n)
 out_report:
     if (s->on_commit)
         s->on_commit(s->on_commit_arg, n, clock_mono_us() - ops[0]->submitted_us);
-    for (int i = 0; i < n; i++)
-        ops[i]->done(ops[i]);
+    struct done_batch *b = xmalloc(sizeof(*b) + (size_t)n * sizeof(b->ops[0]));
+    b->next = NULL;
+    b->n = n;
+    memcpy(b->ops, ops, (size_t)n * sizeof(ops[0]));
+    pthread_mutex_lock(&s->done_mu);
+    bool was_empty = !s->done_head;
+    *s->done_tail = b;
+    s->done_tail = &b->next;
+    if (was_empty)
+        pthread_cond_signal(&s->has_done);
+    pthread_mutex_unlock(&s->done_mu);
 }
 
 static void *writer_main(void *arg)
@@ -673,14 +794,17 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
     (void)db;
     (void)name;
     struct sqlite_store *s = arg;
-    if (frames >= CHECKPOINT_FRAMES) {
-        pthread_mutex_lock(&s->mu);
-        if (!s->checkpoint_due) {
-            s->checkpoint_due = true;
-            pthread_cond_signal(&s->wal_grew);
-        }
-        pthread_mutex_unlock(&s->mu);
+    /* Ask for a checkpoint once CHECKPOINT_FRAMES frames were added since
+     * the last one (the log restarts from 0 once it was all copied). */
+    pthread_mutex_lock(&s->mu);
+    if (frames < s->wal_frames_checkpointed)
+        s->wal_frames_checkpointed = 0;
+    if (frames - s->wal_frames_checkpointed >= CHECKPOINT_FRAMES && !s->checkpoint_due) {
+        s->checkpoint_due = true;
+        s->wal_frames_checkpointed = frames;
+        pthread_cond_signal(&s->wal_grew);
     }
+    pthread_mutex_unlock(&s->mu);
     return SQLITE_OK;
 }
 
@@ -996,6 +1120,13 @@ static void sqlite_close(store *base)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->writer, NULL);
     }
+    if (s->completer_started) {
+        pthread_mutex_lock(&s->done_mu);
+        s->done_stopping = true;
+        pthread_cond_signal(&s->has_done);
+        pthread_mutex_unlock(&s->done_mu);
+        pthread_join(s->completer, NULL);
+    }
     if (s->checkpointer_started) {
         pthread_mutex_lock(&s->mu);
         s->stopping = true;
@@ -1023,12 +1154,23 @@ static void sqlite_close(store *base)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->nonempty);
     pthread_cond_destroy(&s->wal_grew);
+    pthread_mutex_destroy(&s->done_mu);
+    pthread_cond_destroy(&s->has_done);
     free(s->ring);
     free(s);
 }
 
+/* Process-wide SQLite settings, before any connection: no memory
+ * statistics, whose upkeep takes a global mutex on every allocation. */
+static void configure_sqlite(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static store *sqlite_open(const struct store_options *opts, char *err, size_t err_size)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, configure_sqlite);
     struct sqlite_store *s = xcalloc(1, sizeof(*s));
     s->base.be = &store_sqlite_backend;
     snprintf(s->path, sizeof(s->path), "%s/payd.db", opts->data_dir);
@@ -1040,6 +1182,9 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->nonempty, NULL);
     pthread_cond_init(&s->wal_grew, NULL);
+    pthread_mutex_init(&s->done_mu, NULL);
+    pthread_cond_init(&s->has_done, NULL);
+    s->done_tail = &s->done_head;
     pthread_mutex_init(&s->readers_mu, NULL);
     pthread_key_create(&s->reader_key, reader_destroy);
 
@@ -1049,6 +1194,9 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
     }
     if (open_conn(s->path, &s->wdb, err, err_size) != 0)
         goto out_free;
+    /* The writer touches the newest pages of every table and index in each
+     * batch; a large cache keeps them all (readers keep SQLite's default). */
+    sqlite3_exec(s->wdb, "PRAGMA cache_size=-131072", NULL, NULL, NULL);
     char *msg = NULL;
     if (sqlite3_exec(s->wdb, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, err_size, "store: schema: %s", msg ? msg : "failed");
@@ -1070,6 +1218,11 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
         goto out_free;
     }
     s->checkpointer_started = true;
+    if (pthread_create(&s->completer, NULL, completer_main, s) != 0) {
+        snprintf(err, err_size, "store: cannot start the completion thread");
+        goto out_free;
+    }
+    s->completer_started = true;
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         snprintf(err, err_size, "store: cannot start the writer thread");
         goto out_free;

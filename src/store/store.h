@@ -48,11 +48,14 @@ const char *store_rc_name(int rc);
 
 #define STORE_CLAIM_MAX 256
 
-/* A queue message in the outbox: "process this payment". */
+/* A queue message in the outbox: "process this payment", with the payment
+ * as it stood when the message was claimed. */
 struct outbox_msg {
     int64_t id;
     char payment_id[ID_MAX];
     int64_t deliveries; /* 1 on the first delivery */
+    bool found;         /* false: the payment is gone (a bug; acknowledged) */
+    struct payment payment;
 };
 
 /* A stored idempotent response. body is owned by whoever holds the record

@@ -4,6 +4,7 @@
 #include "worker/worker.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "obs/log.h"
@@ -15,11 +16,30 @@
 #define STORE_RETRY_MS 1000
 #define STORE_BUSY_WAIT_MS 5000
 
+/* A payment outcome on its way to the store. The worker that decided it
+ * moves on at once; the store's done() callback hands the job to the
+ * reporter thread, which acknowledges the message, releases the order lock,
+ * counts and logs, so that no worker waits for a commit and the writer
+ * does no more than link the job into a list. */
+struct finish_job {
+    struct store_op op; /* first: done() gets the op and finds the job */
+    struct queue_msg msg;
+    int64_t fence;
+    struct finish_job *next;
+};
+
 struct worker_pool {
     struct app *app;
     struct worker_options opts;
     int count;
     pthread_t *threads;
+    /* the reporter */
+    pthread_t reporter;
+    pthread_mutex_t mu;
+    pthread_cond_t committed;
+    struct finish_job *done_head; /* committed, not yet reported */
+    int64_t in_flight;            /* submitted, not yet reported */
+    bool stopping;
 };
 
 static int channel_index(struct app *app, const char *name)
@@ -38,17 +58,25 @@ static int64_t backoff_ms(const struct worker_options *o, int64_t deliveries)
     return d < o->retry_max_ms ? d : o->retry_max_ms;
 }
 
-/* Commits the final status in p->status with the fencing token, then
- * acknowledges the message. */
-static void finish(worker_pool *pool, const struct queue_msg *m, struct payment *p,
-                   int64_t fence)
+/* Runs on the store's writer thread: link and go. */
+static void finish_committed(struct store_op *op)
+{
+    struct finish_job *job = (struct finish_job *)op;
+    worker_pool *pool = op->arg;
+    pthread_mutex_lock(&pool->mu);
+    job->next = pool->done_head;
+    pool->done_head = job;
+    if (!job->next)
+        pthread_cond_signal(&pool->committed);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+/* What follows a commit (or its failure), on the reporter thread. */
+static void report(worker_pool *pool, struct finish_job *job)
 {
     struct app *app = pool->app;
-    struct store_op op = {.kind = STORE_OP_PAYMENT_FINISH};
-    p->updated_ms = clock_wall_ms();
-    op.in.payment_finish.payment = *p;
-    op.in.payment_finish.fence = fence;
-    int rc = store_exec(app->store, &op, STORE_BUSY_WAIT_MS);
+    const struct payment *p = &job->op.in.payment_finish.payment;
+    int rc = job->op.rc;
     switch (rc) {
     case STORE_OK: {
         int ch = channel_index(app, p->channel);
@@ -57,11 +85,11 @@ static void finish(worker_pool *pool, const struct queue_msg *m, struct payment 
         log_info("payment_finished", "payment_id", p->id, "order_id", p->order_id,
                  "merchant_id", p->merchant_id, "status", payment_status_name(p->status),
                  "failure_code", p->status == PAYMENT_FAILED ? p->failure_code : NULL, NULL);
-        queue_ack(app->queue, m);
+        queue_ack(app->queue, &job->msg);
         break;
     }
     case STORE_E_FINAL:
-        queue_ack(app->queue, m); /* another delivery got there first */
+        queue_ack(app->queue, &job->msg); /* another delivery got there first */
         break;
     case STORE_E_STALE_FENCE:
         /* A newer lock holder wrote this order: it owns the outcome now. */
@@ -70,24 +98,77 @@ static void finish(worker_pool *pool, const struct queue_msg *m, struct payment 
     default:
         log_error("payment_finish_failed", "payment_id", p->id, "error", store_rc_name(rc),
                   NULL);
-        queue_retry(app->queue, m, STORE_RETRY_MS);
+        queue_retry(app->queue, &job->msg, STORE_RETRY_MS);
+    }
+    lock_release(app->lock, p->order_id, job->fence);
+    free(job);
+}
+
+static void *reporter_main(void *arg)
+{
+    worker_pool *pool = arg;
+    pthread_setname_np(pthread_self(), "payd-report");
+    pthread_mutex_lock(&pool->mu);
+    for (;;) {
+        while (!pool->done_head && !(pool->stopping && pool->in_flight == 0))
+            pthread_cond_wait(&pool->committed, &pool->mu);
+        struct finish_job *list = pool->done_head;
+        pool->done_head = NULL;
+        if (!list && pool->stopping && pool->in_flight == 0)
+            break;
+        pthread_mutex_unlock(&pool->mu);
+        int64_t n = 0;
+        while (list) {
+            struct finish_job *next = list->next;
+            report(pool, list);
+            list = next;
+            n++;
+        }
+        pthread_mutex_lock(&pool->mu);
+        pool->in_flight -= n;
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return NULL;
+}
+
+/* Submits the final status in p->status with the fencing token. The order
+ * lock stays held until the reporter has seen the commit. */
+static void finish(worker_pool *pool, const struct queue_msg *m, struct payment *p,
+                   int64_t fence)
+{
+    struct finish_job *job = xcalloc(1, sizeof(*job));
+    _Static_assert(offsetof(struct finish_job, op) == 0, "the op heads the job");
+    p->updated_ms = clock_wall_ms();
+    job->op.kind = STORE_OP_PAYMENT_FINISH;
+    job->op.in.payment_finish.payment = *p;
+    job->op.in.payment_finish.fence = fence;
+    job->op.done = finish_committed;
+    job->op.arg = pool;
+    job->msg = *m;
+    job->fence = fence;
+    pthread_mutex_lock(&pool->mu);
+    pool->in_flight++;
+    pthread_mutex_unlock(&pool->mu);
+    int64_t deadline_ms = clock_mono_ms() + STORE_BUSY_WAIT_MS;
+    int rc;
+    while ((rc = store_submit(pool->app->store, &job->op)) == STORE_E_BUSY &&
+           clock_mono_ms() < deadline_ms)
+        sleep_ms(5);
+    if (rc != STORE_OK) {
+        job->op.rc = rc;
+        finish_committed(&job->op); /* reported as a failure: retried later */
     }
 }
 
 static void process(worker_pool *pool, const struct queue_msg *m)
 {
     struct app *app = pool->app;
-    struct payment p;
-    int rc = store_payment_get(app->store, NULL, m->payment_id, &p);
-    if (rc == STORE_E_NOT_FOUND) {
+    if (!m->found) {
         log_error("outbox_orphan", "payment_id", m->payment_id, NULL);
         queue_ack(app->queue, m);
         return;
     }
-    if (rc != STORE_OK) {
-        queue_retry(app->queue, m, STORE_RETRY_MS);
-        return;
-    }
+    struct payment p = m->payment;
     if (p.status != PAYMENT_PROCESSING) {
         queue_ack(app->queue, m);
         return;
@@ -140,16 +221,17 @@ static void process(worker_pool *pool, const struct queue_msg *m)
             finish(pool, m, &p, fence);
         } else {
             queue_retry(app->queue, m, backoff_ms(&pool->opts, m->deliveries));
+            lock_release(app->lock, p.order_id, fence);
         }
         break;
     case CHAN_UNKNOWN:
         log_info("payment_outcome_unknown", "payment_id", p.id, "serial_no", p.serial_no, NULL);
         queue_retry(app->queue, m, backoff_ms(&pool->opts, m->deliveries));
+        lock_release(app->lock, p.order_id, fence);
         break;
     default:
         PAYD_ASSERT(!"unknown channel outcome");
     }
-    lock_release(app->lock, p.order_id, fence);
 }
 
 static void *worker_main(void *arg)
@@ -173,6 +255,9 @@ worker_pool *worker_pool_start(struct app *app, const struct worker_options *opt
     pool->app = app;
     pool->opts = *opts;
     pool->threads = xcalloc((size_t)opts->threads, sizeof(pthread_t));
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->committed, NULL);
+    PAYD_ASSERT(pthread_create(&pool->reporter, NULL, reporter_main, pool) == 0);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
@@ -190,6 +275,14 @@ void worker_pool_stop(worker_pool *pool)
         return;
     for (int i = 0; i < pool->count; i++)
         pthread_join(pool->threads[i], NULL);
+    /* The reporter ends once every submitted outcome is reported. */
+    pthread_mutex_lock(&pool->mu);
+    pool->stopping = true;
+    pthread_cond_signal(&pool->committed);
+    pthread_mutex_unlock(&pool->mu);
+    pthread_join(pool->reporter, NULL);
+    pthread_mutex_destroy(&pool->mu);
+    pthread_cond_destroy(&pool->committed);
     free(pool->threads);
     free(pool);
 }

@@ -202,7 +202,8 @@ class CrashTest(PaydTestCase):
 
     def test_kill9_twice_during_recovery(self):
         s = self.start_server()
-        orders = self.create_orders(s, 60)
+        # Enough orders that the kill lands mid-way however fast payd is.
+        orders = self.create_orders(s, 300)
         acked, unknown = self.pay_and_kill(s, orders, kill_after=30)
         s.start()
         time.sleep(0.3)          # recovery under way (not a timing assertion)
