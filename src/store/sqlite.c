@@ -1196,7 +1196,7 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
         goto out_free;
     /* The writer touches the newest pages of every table and index in each
      * batch; a large cache keeps them all (readers keep SQLite's default). */
-    sqlite3_exec(s->wdb, "PRAGMA cache_size=-131072", NULL, NULL, NULL);
+    sqlite3_exec(s->wdb, "PRAGMA cache_size=-32768", NULL, NULL, NULL);
     char *msg = NULL;
     if (sqlite3_exec(s->wdb, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, err_size, "store: schema: %s", msg ? msg : "failed");
