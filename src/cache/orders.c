@@ -19,10 +19,7 @@ struct order_cache {
 
 static size_t slot_of(const order_cache *c, const char *id)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (const char *p = id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    return (size_t)(h % c->slots);
+    return (size_t)(hash_str(id) % c->slots);
 }
 
 order_cache *order_cache_new(size_t slots)

@@ -38,17 +38,9 @@ struct local_lock {
     struct shard shards[SHARDS];
 };
 
-static uint64_t key_hash(const char *key)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (const char *p = key; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    return h;
-}
-
 static struct shard *shard_of(struct local_lock *l, const char *key, uint64_t *h)
 {
-    *h = key_hash(key);
+    *h = hash_str(key);
     return &l->shards[*h % SHARDS];
 }
 
@@ -104,12 +96,8 @@ static int local_acquire(lock_service *base, const char *key, int64_t ttl_ms, in
         int64_t until_ms = deadline_ms;
         if (held && held->expires_mono_ms < until_ms)
             until_ms = held->expires_mono_ms;
-        int64_t wait_left_ms = until_ms - now_ms;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (wait_left_ms % 1000) * 1000000;
-        ts.tv_sec += wait_left_ms / 1000 + ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
+        clock_deadline(until_ms - now_ms, &ts);
         pthread_cond_timedwait(&sh->released, &sh->mu, &ts);
     }
     pthread_mutex_unlock(&sh->mu);

@@ -46,14 +46,6 @@ struct ack_batch {
     int64_t ids[ACK_BATCH_MAX];
 };
 
-static void timespec_in(struct timespec *ts, int64_t ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    int64_t ns = ts->tv_nsec + (ms % 1000) * 1000000;
-    ts->tv_sec += ms / 1000 + ns / 1000000000;
-    ts->tv_nsec = ns % 1000000000;
-}
-
 /* Claims up to max due messages; returns how many, or -1 on failure. */
 static int claim(struct outbox_queue *q, struct outbox_msg *msgs, int max)
 {
@@ -148,7 +140,7 @@ static void *dispatcher_main(void *arg)
             pthread_cond_signal(&q->has_msgs); /* one waiter a message, no herd */
         if (sleep_ms_max > 0 && !q->notified && !q->stopping) {
             struct timespec ts;
-            timespec_in(&ts, sleep_ms_max);
+            clock_deadline(sleep_ms_max, &ts);
             pthread_cond_timedwait(&q->wake, &q->mu, &ts);
         }
     }
@@ -162,7 +154,7 @@ static int outbox_next(queue *base, struct queue_msg *out, int64_t wait_ms)
 {
     struct outbox_queue *q = (struct outbox_queue *)base;
     struct timespec ts;
-    timespec_in(&ts, wait_ms);
+    clock_deadline(wait_ms, &ts);
     int rc = QUEUE_OK;
     pthread_mutex_lock(&q->mu);
     while (q->ring_len == 0 && !q->stopping) {

@@ -86,6 +86,22 @@ void clock_format_rfc3339(int64_t wall_ms, char out[25])
     out[24] = '\0';
 }
 
+void clock_deadline(int64_t ms, struct timespec *out)
+{
+    clock_gettime(CLOCK_REALTIME, out);
+    int64_t ns = out->tv_nsec + (ms % 1000) * 1000000;
+    out->tv_sec += ms / 1000 + ns / 1000000000;
+    out->tv_nsec = ns % 1000000000;
+}
+
+uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = s; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
 void rand_bytes(void *buf, size_t len)
 {
     /* OpenSSL's DRBG, seeded from the kernel: no system call per id. */

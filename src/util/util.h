@@ -47,6 +47,14 @@ void clock_format_rfc3339(int64_t wall_ms, char out[25]);
  * aborts if none can be had. */
 void rand_bytes(void *buf, size_t len);
 
+/* The wall-clock moment ms milliseconds from now, as pthread_cond_timedwait
+ * wants it. */
+struct timespec;
+void clock_deadline(int64_t ms, struct timespec *out);
+
+/* FNV-1a hash of a string, for spreading keys over slots and shards. */
+uint64_t hash_str(const char *s);
+
 /* Lower-case hex of len bytes into out (2 * len + 1 bytes). */
 void hex_encode(const uint8_t *in, size_t len, char *out);
 

@@ -47,8 +47,7 @@ static void *purger_main(void *arg)
     pthread_mutex_lock(&p->mu);
     while (!p->stopping) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += p->interval_ms / 1000;
+        clock_deadline(p->interval_ms, &ts);
         pthread_cond_timedwait(&p->cond, &p->mu, &ts);
         if (p->stopping)
             break;
