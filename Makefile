@@ -42,7 +42,7 @@ $(B)/payd: $(OBJ)
 
 $(B)/paybench: $(wildcard tools/paybench/*.c) $(wildcard tools/paybench/*.h)
 	@mkdir -p $(B)
-	$(CC) $(WARN) $(CFLAGS) $(SAN) -D_GNU_SOURCE -o $@ $(filter %.c,$^) -lcurl -ljansson -lpthread -lm
+	$(CC) $(WARN) $(CFLAGS) $(SAN) -D_GNU_SOURCE -o $@ $(filter %.c,$^) -ljansson -lpthread -lm
 
 $(B)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -10,8 +10,10 @@
 #   2. nginx: a temporary configuration in a temporary directory (loopback,
 #      a free port, `return 200 "ok"`, access_log off, worker_processes
 #      $NGINX_WORKERS, default auto = one per core); paybench `static`
-#      closed loop, then wrk for comparison. wrk is a much cheaper client
-#      than libcurl: the gap between the two shows what the client costs.
+#      closed loop, then wrk for comparison. paybench has its own HTTP/1.1
+#      client (tools/paybench/httpc.c), about as cheap per request as wrk
+#      (bench/RESULTS.md, "Client cost"); a gap between the two means the
+#      client, not nginx, was the limit.
 #   3. payd: for each concurrency in $SWEEP a fresh payd on a fresh data
 #      directory and a free port, create-and-pay for $SWEEP_DURATION s; then
 #      $REPEAT measured runs at the best concurrency, $DURATION s each, each
@@ -205,7 +207,7 @@ build() {
             log "building paybench (gcc; the Makefile has no rule for it)"
             mkdir -p "$ROOT/build"
             gcc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -o "$PAYBENCH" \
-                "$ROOT"/tools/paybench/*.c -lcurl -ljansson -lpthread -lm
+                "$ROOT"/tools/paybench/*.c -ljansson -lm
         fi
     fi
 }

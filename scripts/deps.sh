@@ -8,7 +8,7 @@
 set -euo pipefail
 
 pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
-      libinih-dev libssl-dev libcurl4-openssl-dev libcmocka-dev python3 sqlite3 curl)
+      libinih-dev libssl-dev libcmocka-dev python3 sqlite3 curl)
 if [ "${1:-}" = bench ]; then
     pkgs+=(nginx-light wrk)
 fi

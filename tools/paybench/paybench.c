@@ -2,13 +2,12 @@
  * paybench.c - the load generator for payd, and for a ceiling, for any
  * static HTTP server.
  *
- * One thread drives libcurl's multi interface through epoll (curl's socket
- * API: curl tells us which sockets to watch and when its next timer is due),
- * with one easy handle per session slot, reused from request to request so
- * that connections stay open (HTTP/1.1 keep-alive, the multi handle's
- * connection cache). The client is kept cheap because it shares the
- * machine's cores with the server it measures, and it reports its own CPU
- * use, so a reader can tell when the client and not the server was the limit.
+ * One thread drives an epoll loop over paybench's own HTTP/1.1 client
+ * (httpc.c, which says why it is not libcurl): each session slot owns one
+ * keep-alive connection, reused from request to request, with one request in
+ * flight on it. The client is kept cheap because it shares the machine's
+ * cores with the server it measures, and it reports its own CPU use, so a
+ * reader can tell when the client and not the server was the limit.
  *
  * Scenarios (--scenario):
  *   create-and-pay  a session POSTs /v1/orders (a merchant_order_no unique to
@@ -49,7 +48,6 @@
 #define _GNU_SOURCE
 #endif
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -69,17 +67,20 @@
 
 #include "common.h"
 #include "hist.h"
+#include "httpc.h"
+#include "jsonscan.h"
 #include "promtext.h"
 
 /* Bounds. Everything the client holds is bounded by one of these. */
 #define PB_SLOTS_MAX 4096                       /* sessions in flight */
 #define PB_URL_CHARS_MAX 1024
+#define PB_PATH_CHARS_MAX (HTTPC_PATH_CHARS_MAX + 16) /* the URL's path + "/v1/payments" */
 #define PB_KEY_CHARS_MAX 256
 #define PB_ID_CHARS_MAX 127                     /* an order or payment id */
 #define PB_REQUEST_BODY_CHARS_MAX 511
 #define PB_HEADER_CHARS_MAX 511
+#define PB_REQUEST_BYTES_MAX 4096               /* a whole request: line, headers, body */
 #define PB_RESPONSE_BYTES_MAX (64u * 1024u)     /* kept of an API answer */
-#define PB_RESPONSE_BYTES_INITIAL (4u * 1024u)
 #define PB_METRICS_BYTES_MAX (16u * 1024u * 1024u)
 #define PB_HTTP_STATUS_LIMIT 600                /* status_count index; 0 = no answer */
 #define PB_SAMPLE_SIZE 100                      /* payments checked one by one */
@@ -88,8 +89,9 @@
 #define PB_EPOLL_EVENTS_MAX 256
 #define PB_DURATION_S_MAX 86400
 #define PB_RATE_PER_S_MAX 1000000
-#define PB_REQUEST_TIMEOUT_MS 30000
-#define PB_CONNECT_TIMEOUT_MS 5000
+#define PB_REQUEST_TIMEOUT_US (30 * 1000000)
+#define PB_CONNECT_TIMEOUT_US (5 * 1000000)
+#define PB_TIMEOUT_SCAN_INTERVAL_US 1000000     /* requests are checked for timeouts */
 #define PB_BASELINE_TIMEOUT_US (10 * 1000000)
 #define PB_DRAIN_TIMEOUT_US (30 * 1000000)
 #define PB_VERIFY_TIMEOUT_US (30 * 1000000)
@@ -142,18 +144,6 @@ struct req_stats {
     struct hist latency;                         /* successful answers only */
 };
 
-/*
- * A response body, kept up to `limit` bytes; the rest is counted as
- * truncated and dropped. `data` is owned by the buffer.
- */
-struct resp_buf {
-    char *data;
-    size_t len;
-    size_t cap;
-    size_t limit;
-    bool truncated;
-};
-
 /* What a slot is doing; a session walks IDLE -> ORDER -> PAYMENT -> IDLE. */
 enum slot_state {
     SLOT_IDLE,
@@ -167,20 +157,18 @@ enum slot_state {
 struct bench;
 
 /*
- * One request in flight at a time, on its own easy handle (kept for the
- * whole run so its settings and the multi handle's connections are reused).
+ * One request in flight at a time, on the slot's own connection (kept for
+ * the whole run, so it stays open from request to request).
  */
 struct slot {
     struct bench *bench;
-    CURL *easy;
+    struct httpc_conn *conn;            /* owned */
     enum slot_state state;
     uint64_t session_no;
     int64_t sent_us;                    /* latency counts from here (due time in open loop) */
-    struct curl_slist *request_headers; /* owned, per request; freed when it completes */
-    char request_body[PB_REQUEST_BODY_CHARS_MAX + 1];
-    struct resp_buf resp;
     size_t verify_index;                /* SLOT_VERIFY: which sample */
     struct slot *next_idle;
+    char request[PB_REQUEST_BYTES_MAX]; /* the bytes of a formatted request in flight */
 };
 
 struct options {
@@ -218,9 +206,9 @@ struct cpu_snapshot {
 
 struct bench {
     struct options opt;
-    CURLM *multi;
+    struct httpc_target target; /* from --url; the connections borrow it */
     int epoll_fd;
-    int64_t curl_deadline_us; /* curl's next timer; -1 when none */
+    int64_t timeout_scan_due_us;
     volatile sig_atomic_t *stop_flag;
 
     struct slot *slots;
@@ -231,10 +219,14 @@ struct bench {
     bool metrics_in_flight;
     int64_t metrics_due_us;
 
-    char url_orders[PB_URL_CHARS_MAX];
-    char url_payments[PB_URL_CHARS_MAX];
-    char url_metrics[PB_URL_CHARS_MAX];
-    struct curl_slist *json_headers; /* shared by order POSTs and API GETs */
+    char path_orders[PB_PATH_CHARS_MAX];
+    char path_payments[PB_PATH_CHARS_MAX];
+    char path_metrics[PB_PATH_CHARS_MAX];
+    char json_headers[PB_HEADER_CHARS_MAX + 1]; /* header lines of API requests */
+    char static_request[PB_REQUEST_BYTES_MAX];  /* the same bytes for every static GET */
+    size_t static_request_len;
+    char metrics_request[PB_REQUEST_BYTES_MAX];
+    size_t metrics_request_len;
     char run_id[17];
     uint64_t rng_state;
 
@@ -388,116 +380,50 @@ static void cpu_snapshot_take(const struct bench *b, struct cpu_snapshot *snap)
     machine_cpu_us(snap);
 }
 
-/* ---- curl plumbing ----------------------------------------------------- */
+/* ---- requests ---------------------------------------------------------- */
 
-static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
-{
-    struct resp_buf *r = userp;
-    size_t n = size * nmemb;
-    if (n > r->limit - r->len) {
-        r->truncated = true;
-        return n; /* drop it, keep the transfer going */
-    }
-    if (r->len + n > r->cap) {
-        size_t cap = r->cap * 2;
-        if (cap < r->len + n)
-            cap = r->len + n;
-        if (cap > r->limit)
-            cap = r->limit;
-        r->data = xrealloc(r->data, cap);
-        r->cap = cap;
-    }
-    memcpy(r->data + r->len, data, n);
-    r->len += n;
-    return n;
-}
-
-/* curl asks us to watch (or stop watching) socket `fd`. */
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-    (void)easy;
-    struct bench *b = userp;
-    if (what == CURL_POLL_REMOVE) {
-        /* The socket may already be closed (epoll forgot it then). */
-        (void)epoll_ctl(b->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
-        return 0;
-    }
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    ev.data.fd = fd;
-    int op = socketp == NULL ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-    if (epoll_ctl(b->epoll_fd, op, fd, &ev) != 0) {
-        int retry_op = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
-        PB_ASSERT(retry_op != -1);
-        PB_ASSERT(epoll_ctl(b->epoll_fd, retry_op, fd, &ev) == 0);
-    }
-    if (socketp == NULL)
-        curl_multi_assign(b->multi, fd, b); /* any non-NULL marks "added" */
-    return 0;
-}
-
-/* curl tells us when it next wants to be called without socket activity. */
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    (void)multi;
-    struct bench *b = userp;
-    b->curl_deadline_us = timeout_ms < 0 ? -1 : clock_mono_us() + (int64_t)timeout_ms * 1000;
-    return 0;
-}
+static void on_transfer_done(struct bench *b, struct slot *s, int rc);
 
 static void slot_init(struct bench *b, struct slot *s, size_t response_limit)
 {
     memset(s, 0, sizeof(*s));
     s->bench = b;
     s->state = SLOT_IDLE;
-    s->resp.limit = response_limit;
-    s->resp.cap = PB_RESPONSE_BYTES_INITIAL;
-    s->resp.data = xrealloc(NULL, s->resp.cap);
-    s->easy = curl_easy_init();
-    if (s->easy == NULL)
-        die("curl_easy_init failed");
-    curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
-    curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, &s->resp);
-    curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)PB_REQUEST_TIMEOUT_MS);
-    curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)PB_CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(s->easy, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(s->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(s->easy, CURLOPT_PROXY, ""); /* never through a proxy */
-    curl_easy_setopt(s->easy, CURLOPT_USERAGENT, "paybench/1");
+    const struct httpc_limits limits = {
+        .body_bytes_max = response_limit,
+        .connect_timeout_us = PB_CONNECT_TIMEOUT_US,
+        .request_timeout_us = PB_REQUEST_TIMEOUT_US,
+    };
+    s->conn = httpc_conn_new(&b->target, b->epoll_fd, &limits, s);
 }
 
 static void slot_free(struct slot *s)
 {
-    if (s->easy != NULL)
-        curl_easy_cleanup(s->easy);
-    curl_slist_free_all(s->request_headers);
-    free(s->resp.data);
+    httpc_conn_free(s->conn);
     memset(s, 0, sizeof(*s));
 }
 
 /*
- * Starts a request on `s`: a POST of s->request_body when `post`, else a
- * GET. `headers` stays owned by the caller and must outlive the request
- * (the shared lists do; a per-request list goes into s->request_headers).
+ * Starts sending request[0 .. len) on the slot's connection. The bytes must
+ * stay unchanged until the request ends (s->request, or one of the bench's
+ * fixed requests). A request that fails at once ends here, through
+ * on_transfer_done(), like any other.
  */
-static void slot_issue(struct bench *b, struct slot *s, const char *url, bool post,
-                       struct curl_slist *headers)
+static void slot_issue(struct bench *b, struct slot *s, const char *request, size_t len)
 {
-    s->resp.len = 0;
-    s->resp.truncated = false;
-    curl_easy_setopt(s->easy, CURLOPT_URL, url);
-    if (post) {
-        curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->request_body);
-        curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(s->request_body));
-    } else {
-        curl_easy_setopt(s->easy, CURLOPT_HTTPGET, 1L);
-    }
-    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, headers);
-    CURLMcode mc = curl_multi_add_handle(b->multi, s->easy);
-    PB_ASSERT(mc == CURLM_OK);
+    int rc = httpc_conn_send(s->conn, request, len);
+    if (rc != HTTPC_AGAIN)
+        on_transfer_done(b, s, rc);
+}
+
+/* Formats a request into s->request and issues it; `body` NULL for none. */
+static void slot_request(struct bench *b, struct slot *s, const char *method, const char *path,
+                         const char *header_lines, const char *body, size_t body_len)
+{
+    int len = httpc_request_format(s->request, sizeof(s->request), &b->target, method, path,
+                                   header_lines, body, body_len);
+    PB_ASSERT(len > 0); /* every part is bounded well below PB_REQUEST_BYTES_MAX */
+    slot_issue(b, s, s->request, (size_t)len);
 }
 
 /* ---- sessions ---------------------------------------------------------- */
@@ -524,14 +450,39 @@ static bool id_is_plain(const char *id)
  * JSON object answer. Returns 0 when the id is there and plain, else -1.
  * The strings are copied; id_out holds PB_ID_CHARS_MAX + 1 bytes, status_out
  * 32.
+ *
+ * Two ways, the same contract: scan_object_answer() for the 201 and 202 of
+ * every session (jsonscan: no tree, no allocation), parse_object_answer()
+ * with jansson for the sample read back at the end, so that the check does
+ * not rest on the scanner.
  */
-static int parse_object_answer(const struct resp_buf *r, char *id_out, char *status_out)
+static int scan_object_answer(const struct httpc_response *r, char *id_out, char *status_out)
+{
+    const char *value;
+    size_t value_len;
+    if (r->body_truncated ||
+        jsonscan_string_member(r->body, r->body_len, "id", &value, &value_len) != 0 ||
+        value_len > PB_ID_CHARS_MAX)
+        return -1;
+    memcpy(id_out, value, value_len);
+    id_out[value_len] = '\0';
+    if (!id_is_plain(id_out))
+        return -1;
+    if (status_out != NULL) {
+        if (jsonscan_string_member(r->body, r->body_len, "status", &value, &value_len) != 0)
+            value_len = 0;
+        snprintf(status_out, 32, "%.*s", (int)value_len, value_len > 0 ? value : "");
+    }
+    return 0;
+}
+
+static int parse_object_answer(const struct httpc_response *r, char *id_out, char *status_out)
 {
     int rc = -1;
-    if (r->truncated)
+    if (r->body_truncated)
         return -1;
     json_error_t error;
-    json_t *root = json_loadb(r->data, r->len, 0, &error);
+    json_t *root = json_loadb(r->body, r->body_len, 0, &error);
     if (root == NULL)
         return -1;
     const char *id = json_string_value(json_object_get(root, "id"));
@@ -576,16 +527,17 @@ static void session_start(struct bench *b, int64_t due_us)
 
     if (b->opt.scenario == SCENARIO_STATIC) {
         s->state = SLOT_STATIC;
-        slot_issue(b, s, b->opt.url, false, NULL);
+        slot_issue(b, s, b->static_request, b->static_request_len);
         return;
     }
     s->state = SLOT_ORDER;
-    int n = snprintf(s->request_body, sizeof(s->request_body),
+    char body[PB_REQUEST_BODY_CHARS_MAX + 1];
+    int n = snprintf(body, sizeof(body),
                      "{\"merchant_order_no\":\"pb-%s-%" PRIu64 "\",\"amount\":%" PRId64
                      ",\"currency\":\"%s\",\"description\":\"paybench\"}",
                      b->run_id, s->session_no, b->opt.amount_minor, b->opt.currency);
-    PB_ASSERT(n > 0 && (size_t)n < sizeof(s->request_body));
-    slot_issue(b, s, b->url_orders, true, b->json_headers);
+    PB_ASSERT(n > 0 && (size_t)n < sizeof(body));
+    slot_request(b, s, "POST", b->path_orders, b->json_headers, body, (size_t)n);
 }
 
 /* The order exists: pay it, with an Idempotency-Key unique to the session. */
@@ -593,24 +545,16 @@ static void session_pay(struct bench *b, struct slot *s, const char *order_id, i
 {
     s->state = SLOT_PAYMENT;
     s->sent_us = now_us;
-    int n = snprintf(s->request_body, sizeof(s->request_body),
+    char body[PB_REQUEST_BODY_CHARS_MAX + 1];
+    int n = snprintf(body, sizeof(body),
                      "{\"order_id\":\"%s\",\"channel\":\"sandbox\",\"method\":\"ok\"}", order_id);
-    PB_ASSERT(n > 0 && (size_t)n < sizeof(s->request_body));
-
-    char idem_header[PB_HEADER_CHARS_MAX + 1];
-    n = snprintf(idem_header, sizeof(idem_header), "Idempotency-Key: pb-%s-pay-%" PRIu64,
-                 b->run_id, s->session_no);
-    PB_ASSERT(n > 0 && (size_t)n < sizeof(idem_header));
-    struct curl_slist *headers = NULL;
-    for (const struct curl_slist *h = b->json_headers; h != NULL; h = h->next) {
-        headers = curl_slist_append(headers, h->data);
-        PB_ASSERT(headers != NULL);
-    }
-    headers = curl_slist_append(headers, idem_header);
-    PB_ASSERT(headers != NULL);
-    PB_ASSERT(s->request_headers == NULL);
-    s->request_headers = headers;
-    slot_issue(b, s, b->url_payments, true, headers);
+    PB_ASSERT(n > 0 && (size_t)n < sizeof(body));
+    char headers[2 * PB_HEADER_CHARS_MAX + 1];
+    int headers_len = snprintf(headers, sizeof(headers),
+                               "%sIdempotency-Key: pb-%s-pay-%" PRIu64 "\r\n", b->json_headers,
+                               b->run_id, s->session_no);
+    PB_ASSERT(headers_len > 0 && (size_t)headers_len < sizeof(headers));
+    slot_request(b, s, "POST", b->path_payments, headers, body, (size_t)n);
 }
 
 static void sample_offer(struct bench *b, const char *payment_id)
@@ -631,19 +575,20 @@ static void on_metrics_answer(struct bench *b, struct slot *s, long status, int6
     b->metrics_in_flight = false;
     if (status != 200)
         return;
+    const struct httpc_response *r = httpc_conn_response(s->conn);
     static const char *const succeeded_labels[] = {"channel=\"sandbox\"", "status=\"succeeded\""};
     static const char *const failed_labels[] = {"channel=\"sandbox\"", "status=\"failed\""};
     uint64_t succeeded = 0;
     uint64_t failed = 0;
-    int rc_s = promtext_find_counter(s->resp.data, s->resp.len, PB_METRIC_PAYMENTS,
-                                     succeeded_labels, ARRAY_LEN(succeeded_labels), &succeeded);
-    int rc_f = promtext_find_counter(s->resp.data, s->resp.len, PB_METRIC_PAYMENTS,
-                                     failed_labels, ARRAY_LEN(failed_labels), &failed);
+    int rc_s = promtext_find_counter(r->body, r->body_len, PB_METRIC_PAYMENTS, succeeded_labels,
+                                     ARRAY_LEN(succeeded_labels), &succeeded);
+    int rc_f = promtext_find_counter(r->body, r->body_len, PB_METRIC_PAYMENTS, failed_labels,
+                                     ARRAY_LEN(failed_labels), &failed);
     if (rc_s == -2 || rc_f == -2) {
         b->stats[REQ_METRICS_GET].bad_body++;
         return;
     }
-    if (memmem(s->resp.data, s->resp.len, PB_METRIC_PAYMENTS, strlen(PB_METRIC_PAYMENTS)))
+    if (memmem(r->body, r->body_len, PB_METRIC_PAYMENTS, strlen(PB_METRIC_PAYMENTS)))
         b->metric_present = true;
     if (!b->metrics_seen) {
         b->metrics_seen = true;
@@ -668,7 +613,8 @@ static void on_verify_answer(struct bench *b, struct slot *s, long status)
     char id[PB_ID_CHARS_MAX + 1];
     char payment_status[32] = "";
     const char *expected_id = b->sample_id[s->verify_index];
-    bool ok = status == 200 && parse_object_answer(&s->resp, id, payment_status) == 0 &&
+    const struct httpc_response *r = httpc_conn_response(s->conn);
+    bool ok = status == 200 && parse_object_answer(r, id, payment_status) == 0 &&
               strcmp(id, expected_id) == 0 && strcmp(payment_status, "succeeded") == 0;
     b->verify_done++;
     if (ok) {
@@ -676,8 +622,8 @@ static void on_verify_answer(struct bench *b, struct slot *s, long status)
     } else if (b->verify_mismatch_shown < PB_MISMATCH_SHOWN_MAX) {
         b->verify_mismatch_shown++;
         fprintf(stderr, "paybench: sample payment %s: HTTP %ld, status \"%s\"; body: %.*s\n",
-                expected_id, status, payment_status, (int)(s->resp.len < 300 ? s->resp.len : 300),
-                s->resp.data);
+                expected_id, status, payment_status, (int)(r->body_len < 300 ? r->body_len : 300),
+                r->body);
     }
     s->state = SLOT_IDLE;
     s->next_idle = b->idle;
@@ -722,34 +668,37 @@ static bool is_success(enum req_kind kind, long status)
     }
 }
 
-/* One transfer finished (answered, or failed without an answer). */
-static void on_transfer_done(struct bench *b, CURL *easy, CURLcode result)
+/*
+ * The request on `s` ended: rc is HTTPC_OK with an answer, or the code of
+ * the failure (counted as "no answer"). May start the session's next
+ * request on the same slot.
+ */
+static void on_transfer_done(struct bench *b, struct slot *s, int rc)
 {
-    struct slot *s = NULL;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&s);
-    PB_ASSERT(s != NULL && s->easy == easy);
-    curl_multi_remove_handle(b->multi, easy);
+    PB_ASSERT(rc != HTTPC_AGAIN);
     int64_t now_us = clock_mono_us();
-
-    long status = 0;
-    if (result == CURLE_OK)
-        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+    const struct httpc_response *r = httpc_conn_response(s->conn);
+    long status = rc == HTTPC_OK ? r->status : 0;
     if (status < 0 || status >= PB_HTTP_STATUS_LIMIT)
         status = 0;
-    long connects = 0;
-    curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
-    curl_slist_free_all(s->request_headers);
-    s->request_headers = NULL;
 
     enum req_kind kind = kind_of(s->state);
     struct req_stats *st = &b->stats[kind];
-    if (result != CURLE_OK && b->transport_errors_shown < PB_MISMATCH_SHOWN_MAX) {
+    if (rc == HTTPC_ERR_CHUNKED) {
+        /* Not a server fault to count: this client cannot read such answers. */
+        fprintf(stderr, "paybench: %s: %s; paybench cannot measure this server\n",
+                req_kind_name[kind], httpc_strerror(rc));
+        exit(1);
+    }
+    if (rc != HTTPC_OK && b->transport_errors_shown < PB_MISMATCH_SHOWN_MAX) {
         b->transport_errors_shown++;
-        fprintf(stderr, "paybench: %s: no answer: %s\n", req_kind_name[kind],
-                curl_easy_strerror(result));
+        int sys_errno = httpc_conn_errno(s->conn);
+        fprintf(stderr, "paybench: %s: no answer: %s%s%s\n", req_kind_name[kind],
+                httpc_strerror(rc), sys_errno != 0 ? ": " : "",
+                sys_errno != 0 ? strerror(sys_errno) : "");
     }
     st->status_count[status]++;
-    st->connects += connects > 0 ? (uint64_t)connects : 0u;
+    st->connects += r->connects;
     bool success = is_success(kind, status);
     if (success)
         hist_record(&st->latency, now_us > s->sent_us ? (uint64_t)(now_us - s->sent_us) : 0u);
@@ -759,7 +708,7 @@ static void on_transfer_done(struct bench *b, CURL *easy, CURLcode result)
         char order_id[PB_ID_CHARS_MAX + 1];
         if (!success) {
             session_end(b, s, false);
-        } else if (parse_object_answer(&s->resp, order_id, NULL) != 0) {
+        } else if (scan_object_answer(r, order_id, NULL) != 0) {
             st->bad_body++;
             session_end(b, s, false);
         } else {
@@ -772,7 +721,7 @@ static void on_transfer_done(struct bench *b, CURL *easy, CURLcode result)
         char payment_status[32];
         if (success) {
             b->payments_accepted++;
-            if (parse_object_answer(&s->resp, payment_id, payment_status) != 0) {
+            if (scan_object_answer(r, payment_id, payment_status) != 0) {
                 st->bad_body++;
             } else {
                 if (strcmp(payment_status, "processing") != 0)
@@ -799,15 +748,27 @@ static void on_transfer_done(struct bench *b, CURL *easy, CURLcode result)
     }
 }
 
+/* Fails every request that is past its deadline. */
+static void bench_expire(struct bench *b, int64_t now_us)
+{
+    for (size_t i = 0; i <= b->slot_count; i++) {
+        struct slot *s = i < b->slot_count ? &b->slots[i] : &b->metrics_slot;
+        int rc = httpc_conn_expire(s->conn, now_us);
+        if (rc != HTTPC_AGAIN)
+            on_transfer_done(b, s, rc);
+    }
+}
+
 /*
- * Waits for socket activity or curl's timer, at most wait_us, lets curl run,
- * and handles every finished transfer.
+ * Waits for socket activity, at most wait_us, and handles it: every request
+ * that ends goes to on_transfer_done(). Checks for timeouts once every
+ * PB_TIMEOUT_SCAN_INTERVAL_US (the bounds are seconds long).
  */
 static void bench_step(struct bench *b, int64_t wait_us)
 {
     int64_t now_us = clock_mono_us();
-    if (b->curl_deadline_us >= 0 && b->curl_deadline_us - now_us < wait_us)
-        wait_us = b->curl_deadline_us - now_us;
+    if (b->timeout_scan_due_us - now_us < wait_us)
+        wait_us = b->timeout_scan_due_us - now_us;
     if (wait_us < 0)
         wait_us = 0;
     struct timespec timeout = {
@@ -822,26 +783,16 @@ static void bench_step(struct bench *b, int64_t wait_us)
         perror("paybench: epoll_wait");
         exit(1);
     }
-    int running = 0;
     for (int i = 0; i < n; i++) {
-        int mask = 0;
-        if (events[i].events & EPOLLIN)
-            mask |= CURL_CSELECT_IN;
-        if (events[i].events & EPOLLOUT)
-            mask |= CURL_CSELECT_OUT;
-        if (events[i].events & (EPOLLERR | EPOLLHUP))
-            mask |= CURL_CSELECT_ERR;
-        curl_multi_socket_action(b->multi, events[i].data.fd, mask, &running);
+        struct httpc_conn *c = events[i].data.ptr;
+        int rc = httpc_conn_on_event(c, events[i].events);
+        if (rc != HTTPC_AGAIN)
+            on_transfer_done(b, httpc_conn_owner(c), rc);
     }
-    if (b->curl_deadline_us >= 0 && clock_mono_us() >= b->curl_deadline_us) {
-        b->curl_deadline_us = -1; /* the callback may set a new one */
-        curl_multi_socket_action(b->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    }
-    int queued = 0;
-    CURLMsg *msg;
-    while ((msg = curl_multi_info_read(b->multi, &queued)) != NULL) {
-        if (msg->msg == CURLMSG_DONE)
-            on_transfer_done(b, msg->easy_handle, msg->data.result);
+    now_us = clock_mono_us();
+    if (now_us >= b->timeout_scan_due_us) {
+        bench_expire(b, now_us);
+        b->timeout_scan_due_us = now_us + PB_TIMEOUT_SCAN_INTERVAL_US;
     }
 }
 
@@ -853,7 +804,7 @@ static void metrics_poll_if_due(struct bench *b, int64_t now_us, int64_t interva
     b->metrics_in_flight = true;
     b->metrics_slot.state = SLOT_METRICS;
     b->metrics_slot.sent_us = now_us;
-    slot_issue(b, &b->metrics_slot, b->url_metrics, false, NULL);
+    slot_issue(b, &b->metrics_slot, b->metrics_request, b->metrics_request_len);
     b->metrics_due_us = now_us + interval_us;
 }
 
@@ -864,7 +815,9 @@ static void load_start_due(struct bench *b, int64_t now_us, int64_t due_limit_us
     if (!b->accepting_sessions)
         return;
     if (b->opt.rate_per_s <= 0) {
-        while (b->idle != NULL)
+        /* Bounded: a session that fails at once (connect refused) frees its
+         * slot again before this returns. */
+        for (size_t i = 0; i < b->slot_count && b->idle != NULL; i++)
             session_start(b, now_us);
         return;
     }
@@ -959,9 +912,7 @@ static void phase_drain(struct bench *b)
     for (size_t i = 0; i < b->slot_count; i++) {
         struct slot *s = &b->slots[i];
         if (s->state == SLOT_ORDER || s->state == SLOT_PAYMENT || s->state == SLOT_STATIC) {
-            curl_multi_remove_handle(b->multi, s->easy);
-            curl_slist_free_all(s->request_headers);
-            s->request_headers = NULL;
+            httpc_conn_abort(s->conn);
             b->sessions_aborted++;
             s->state = SLOT_IDLE;
             s->next_idle = b->idle;
@@ -997,7 +948,7 @@ static void phase_verify(struct bench *b)
 {
     int64_t deadline_us = clock_mono_us() + PB_VERIFY_TIMEOUT_US;
     size_t next = 0;
-    char url[PB_URL_CHARS_MAX + PB_ID_CHARS_MAX + 1];
+    char path[PB_PATH_CHARS_MAX + PB_ID_CHARS_MAX + 1];
     while (b->verify_done < b->sample_len && clock_mono_us() < deadline_us) {
         /* Few at a time, on the connections the load left open. */
         while (next < b->sample_len && b->idle != NULL &&
@@ -1007,8 +958,8 @@ static void phase_verify(struct bench *b)
             s->state = SLOT_VERIFY;
             s->verify_index = next;
             s->sent_us = clock_mono_us();
-            snprintf(url, sizeof(url), "%s/%s", b->url_payments, b->sample_id[next]);
-            slot_issue(b, s, url, false, b->json_headers);
+            snprintf(path, sizeof(path), "%s/%s", b->path_payments, b->sample_id[next]);
+            slot_request(b, s, "GET", path, b->json_headers, NULL, 0);
             next++;
         }
         bench_step(b, deadline_us - clock_mono_us());
@@ -1330,7 +1281,7 @@ static void usage(FILE *out)
             "                [--settle-timeout S] [--server-pid PID] [--json FILE]\n"
             "\n"
             "  --url URL          create-and-pay: payd's base URL (http://127.0.0.1:8080);\n"
-            "                     static: the URL to GET\n"
+            "                     static: the URL to GET (http:// only)\n"
             "  --key KEY          the merchant's API key (create-and-pay)\n"
             "  --duration S       seconds of load (default 10)\n"
             "  --concurrency N    closed loop, N sessions in flight (default %d)\n"
@@ -1477,7 +1428,6 @@ static void bench_init(struct bench *b, const struct options *o)
     memset(b, 0, sizeof(*b));
     b->opt = *o;
     b->stop_flag = &stop_requested;
-    b->curl_deadline_us = -1;
     b->t_first_us = -1;
     b->t_final_us = -1;
     b->metrics_sent_us = -1;
@@ -1492,39 +1442,41 @@ static void bench_init(struct bench *b, const struct options *o)
     b->rng_state |= 1u;
     snprintf(b->run_id, sizeof(b->run_id), "%016" PRIx64, rng_next(&b->rng_state));
 
-    /* The base URL without a trailing slash, then the paths. */
-    char base[PB_URL_CHARS_MAX - 32]; /* parse_options checked the length */
-    snprintf(base, sizeof(base), "%s", o->url);
-    size_t base_len = strlen(base);
-    while (base_len > 0 && base[base_len - 1] == '/')
-        base[--base_len] = '\0';
-    snprintf(b->url_orders, sizeof(b->url_orders), "%s/v1/orders", base);
-    snprintf(b->url_payments, sizeof(b->url_payments), "%s/v1/payments", base);
-    snprintf(b->url_metrics, sizeof(b->url_metrics), "%s/metrics", base);
+    char error[PB_URL_CHARS_MAX + 128];
+    if (httpc_target_parse(&b->target, o->url, error, sizeof(error)) != 0) {
+        fprintf(stderr, "paybench: --url: %s\n", error);
+        exit(2);
+    }
+    /* The URL's path without a trailing slash is the prefix of payd's paths. */
+    char prefix[HTTPC_PATH_CHARS_MAX + 1];
+    snprintf(prefix, sizeof(prefix), "%s", b->target.path);
+    size_t prefix_len = strlen(prefix);
+    while (prefix_len > 0 && prefix[prefix_len - 1] == '/')
+        prefix[--prefix_len] = '\0';
+    snprintf(b->path_orders, sizeof(b->path_orders), "%s/v1/orders", prefix);
+    snprintf(b->path_payments, sizeof(b->path_payments), "%s/v1/payments", prefix);
+    snprintf(b->path_metrics, sizeof(b->path_metrics), "%s/metrics", prefix);
 
     if (o->scenario == SCENARIO_CREATE_AND_PAY) {
-        char auth[PB_HEADER_CHARS_MAX + 1];
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", o->key);
-        const char *headers[] = {auth, "Content-Type: application/json", "Expect:"};
-        for (size_t i = 0; i < ARRAY_LEN(headers); i++) {
-            b->json_headers = curl_slist_append(b->json_headers, headers[i]);
-            PB_ASSERT(b->json_headers != NULL);
-        }
+        int n = snprintf(b->json_headers, sizeof(b->json_headers),
+                         "Authorization: Bearer %s\r\nContent-Type: application/json\r\n", o->key);
+        PB_ASSERT(n > 0 && (size_t)n < sizeof(b->json_headers));
     }
+    /* The requests that never change, formatted once. */
+    int len = httpc_request_format(b->static_request, sizeof(b->static_request), &b->target, "GET",
+                                   b->target.path, "", NULL, 0);
+    PB_ASSERT(len > 0);
+    b->static_request_len = (size_t)len;
+    len = httpc_request_format(b->metrics_request, sizeof(b->metrics_request), &b->target, "GET",
+                               b->path_metrics, "", NULL, 0);
+    PB_ASSERT(len > 0);
+    b->metrics_request_len = (size_t)len;
 
     b->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (b->epoll_fd < 0)
         die("epoll_create1 failed");
-    b->multi = curl_multi_init();
-    if (b->multi == NULL)
-        die("curl_multi_init failed");
+    b->timeout_scan_due_us = clock_mono_us() + PB_TIMEOUT_SCAN_INTERVAL_US;
     b->slot_count = (size_t)(o->rate_per_s > 0 ? o->connections : o->concurrency);
-    curl_multi_setopt(b->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(b->multi, CURLMOPT_SOCKETDATA, b);
-    curl_multi_setopt(b->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(b->multi, CURLMOPT_TIMERDATA, b);
-    curl_multi_setopt(b->multi, CURLMOPT_MAXCONNECTS, (long)b->slot_count + 4);
-
     b->slots = xcalloc(b->slot_count, sizeof(*b->slots));
     for (size_t i = 0; i < b->slot_count; i++) {
         slot_init(b, &b->slots[i], PB_RESPONSE_BYTES_MAX);
@@ -1536,15 +1488,10 @@ static void bench_init(struct bench *b, const struct options *o)
 
 static void bench_free(struct bench *b)
 {
-    for (size_t i = 0; i < b->slot_count; i++) {
-        curl_multi_remove_handle(b->multi, b->slots[i].easy);
+    for (size_t i = 0; i < b->slot_count; i++)
         slot_free(&b->slots[i]);
-    }
-    curl_multi_remove_handle(b->multi, b->metrics_slot.easy);
     slot_free(&b->metrics_slot);
     free(b->slots);
-    curl_multi_cleanup(b->multi);
-    curl_slist_free_all(b->json_headers);
     close(b->epoll_fd);
 }
 
@@ -1559,15 +1506,13 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &stop_action, NULL);
     sigaction(SIGTERM, &stop_action, NULL);
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        die("curl_global_init failed");
     struct bench *b = xcalloc(1, sizeof(*b)); /* large: histograms and sample */
     bench_init(b, &options);
     int exit_status = 1;
 
     if (options.scenario == SCENARIO_CREATE_AND_PAY && phase_baseline(b) != 0) {
-        fprintf(stderr, "paybench: GET %s did not answer 200; is payd running?\n",
-                b->url_metrics);
+        fprintf(stderr, "paybench: GET http://%s%s did not answer 200; is payd running?\n",
+                b->target.authority, b->path_metrics);
         goto out_free;
     }
     phase_load(b);
@@ -1581,6 +1526,5 @@ int main(int argc, char **argv)
 out_free:
     bench_free(b);
     free(b);
-    curl_global_cleanup();
     return exit_status;
 }
