@@ -410,6 +410,12 @@ static void test_payment_create_writes_outbox(void **state)
     assert_int_equal(claim(f->s, 4, 30000, msgs), 1);
     assert_string_equal(msgs[0].payment_id, p.id);
     assert_int_equal(msgs[0].deliveries, 1);
+    /* The message carries the payment as stored, so a worker reads nothing. */
+    assert_true(msgs[0].found);
+    assert_string_equal(msgs[0].payment.id, p.id);
+    assert_string_equal(msgs[0].payment.serial_no, p.serial_no);
+    assert_int_equal(msgs[0].payment.status, PAYMENT_PROCESSING);
+    assert_int_equal(msgs[0].payment.amount_minor, 1000);
     assert_int_equal(db_int(f->dir, "SELECT fence FROM orders WHERE id = ?1", o.id), 1);
 }
 
