@@ -270,6 +270,36 @@ EOF
     log "nginx stopped (exit status $STOP_STATUS)"
 }
 
+# ---- 2b. the storage ceiling -------------------------------------------------
+
+# The same machine's ceiling for what payd's store does, measured with the
+# sqlite3 command-line shell and no payd code: rows inserted per second into
+# a WAL database with synchronous=FULL, 60 rows a transaction (payd's batch
+# size under load), each row keyed by random hex (like idempotency keys)
+# into a table without rowid. It moves with the machine's state (disk
+# flushes, memory bandwidth taken by neighbours), so payd's figure reads as a
+# ratio to it.
+run_sqlite_ceiling() {
+    local db="$TMP/ceiling.db" sql="$TMP/ceiling.sql"
+    log "sqlite ceiling: 1000 transactions of 60 inserts, WAL, synchronous=FULL"
+    {
+        echo "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+        echo "CREATE TABLE t(k TEXT PRIMARY KEY, a INTEGER, b TEXT) WITHOUT ROWID;"
+        for ((t = 0; t < 1000; t++)); do
+            echo "BEGIN; INSERT INTO t SELECT lower(hex(randomblob(16))), value, 'x'"
+            echo "  FROM generate_series(1, 60); COMMIT;"
+        done
+    } >"$sql"
+    local t0 t1
+    t0="$(date +%s.%N)"
+    sqlite3 "$db" <"$sql" >/dev/null
+    t1="$(date +%s.%N)"
+    SQLITE_ROWS_PER_S="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", 60000 / (b - a) }')"
+    SQLITE_COMMITS_PER_S="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", 1000 / (b - a) }')"
+    log "sqlite ceiling: $SQLITE_ROWS_PER_S rows/s ($SQLITE_COMMITS_PER_S commits/s)"
+    rm -f "$db" "$db-wal" "$db-shm" "$sql"
+}
+
 # ---- 3. payd ----------------------------------------------------------------
 
 PAYD_PORT=""
@@ -449,6 +479,7 @@ profile_run() {
 
 build
 run_nginx
+run_sqlite_ceiling
 if [[ -n "$CONCURRENCY" ]]; then
     BEST_CONCURRENCY="$CONCURRENCY"
 else
@@ -484,6 +515,7 @@ TABLE="$(cat <<EOF
 |---|---|
 | nginx static, paybench c=$NGINX_CONCURRENCY (worker_processes $NGINX_WORKERS) | $NGINX_RPS req/s (p99 ${NGINX_P99_MS} ms; client CPU ${NGINX_CLIENT_CPU} % of a core) |
 | nginx static, wrk -t1 -c$NGINX_CONCURRENCY | $WRK_RPS req/s |
+| sqlite3 shell, WAL + synchronous=FULL, 60 random-key rows a commit | $SQLITE_ROWS_PER_S rows/s ($SQLITE_COMMITS_PER_S commits/s) |
 | payd create-and-pay closed loop, concurrency $BEST_CONCURRENCY, ${DURATION} s, median of $REPEAT | **$PAID_RPS paid orders/s end to end** (runs: $RANGE) |
 | payd open loop: highest offered rate sustained (step 15 %) | $(if [[ -n "$SUSTAINED_RATE" ]]; then jq -r --arg r "$SUSTAINED_RATE" '"**\($r) paid orders/s** (accept p50 / p99 \(.requests.payment_accept.latency_ok.p50_us / 1000) / \(.requests.payment_accept.latency_ok.p99_us / 1000) ms, order p99 \(.requests.order_create.latency_ok.p99_us / 1000) ms)"' "$TMP/$SUSTAINED_NAME.json"; elif [[ "$LADDER" == 1 ]]; then echo "none of the ladder (see below)"; else echo "not measured (LADDER=0)"; fi) |
 | ratio payd paid orders/s : nginx req/s (paybench / wrk) | $ratio / $ratio_wrk (a paid order is 2 HTTP requests plus the worker's charge) |

@@ -10,7 +10,7 @@ set -euo pipefail
 pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
       libinih-dev libssl-dev libcmocka-dev python3 sqlite3 curl)
 if [ "${1:-}" = bench ]; then
-    pkgs+=(nginx-light wrk)
+    pkgs+=(nginx-light wrk jq)
 fi
 if [ "${1:-}" = asan ]; then
     pkgs+=(clang libclang-rt-14-dev)
