@@ -31,7 +31,7 @@ enum httpc_rc {
     HTTPC_ERR_CONNECT = -2,  /* could not connect (httpc_conn_errno() says why) */
     HTTPC_ERR_IO = -3,       /* send or receive failed, or the server closed early */
     HTTPC_ERR_PROTOCOL = -4, /* not an HTTP/1.x answer this client understands */
-    HTTPC_ERR_CHUNKED = -5,  /* Transfer-Encoding in an answer: not implemented */
+    HTTPC_ERR_CHUNKED = -5,  /* Transfer-Encoding in an answer: refused (payd never sends one) */
     HTTPC_ERR_TIMEOUT = -6,  /* the connect or the whole request took too long */
 };
 
