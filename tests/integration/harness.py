@@ -591,3 +591,24 @@ class PaydTestCase(unittest.TestCase):
         t = time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")
         import calendar
         self.assertLess(abs(calendar.timegm(t) - time.time()), 86400, value)
+
+
+def fire(n, fn):
+    """Runs fn(i) in n threads released together; returns the results (or
+    the exceptions raised)."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def worker(i):
+        try:
+            barrier.wait()
+            results[i] = fn(i)
+        except Exception as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    return results

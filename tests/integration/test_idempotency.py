@@ -3,11 +3,10 @@ Idempotency keys: per merchant, purged after [idempotency] ttl_s, and the
 in-flight window (409 idempotency_key_in_use).
 """
 
-import threading
 import time
 import unittest
 
-from harness import FINAL_DEADLINE_S, PaydTestCase, unique, wait_until
+from harness import FINAL_DEADLINE_S, PaydTestCase, fire, unique, wait_until
 
 
 class IdempotencyPurgeTest(PaydTestCase):
@@ -58,22 +57,7 @@ class KeyInUseTest(PaydTestCase):
         s = self.server
         order = s.create_order(amount=4321)
         key = unique("inuse")
-        n = 50
-        barrier = threading.Barrier(n)
-        results = [None] * n
-
-        def worker(i):
-            barrier.wait()
-            try:
-                results[i] = s.pay(order["id"], "slow", idem=key)
-            except Exception as e:
-                results[i] = e
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        results = fire(50, lambda i: s.pay(order["id"], "slow", idem=key))
         for r in results:
             self.assertNotIsInstance(r, Exception, r)
         accepted = [r for r in results if r.status == 202]
