@@ -363,8 +363,9 @@ static int cmd_serve(struct args *a)
     log_init((enum log_format)conf.log_format, (enum log_level)conf.log_level);
 
     /* glibc hands freed heap back to the kernel (madvise) and faults it in
-     * again on the next allocation; on the hot path that showed in profiles
-     * as page faults in the store writer. Keep freed memory instead. */
+     * again on the next allocation: page faults were 6 % and madvise 2 % of
+     * the store writer's profile. Keep freed memory instead. (No throughput
+     * change could be told from run-to-run noise.) */
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
 

@@ -12,20 +12,6 @@ struct channel_set {
     channel *channels[CONF_CHANNELS_MAX];
 };
 
-const char *chan_outcome_name(enum chan_outcome o)
-{
-    switch (o) {
-    case CHAN_SUCCEEDED: return "succeeded";
-    case CHAN_DECLINED: return "declined";
-    case CHAN_ERROR: return "error";
-    case CHAN_UNKNOWN: return "unknown";
-    case CHAN_NOT_FOUND: return "not_found";
-    default:
-        PAYD_ASSERT(!"unknown channel outcome");
-        return "";
-    }
-}
-
 bool channel_method_valid(const channel *ch, const char *method)
 {
     for (const char *const *m = ch->methods; *m; m++)

@@ -28,8 +28,6 @@ enum chan_outcome {
     CHAN_NOT_FOUND,  /* query: the channel has no charge with this serial number */
 };
 
-const char *chan_outcome_name(enum chan_outcome o);
-
 struct chan_request {
     const char *serial_no;
     int64_t amount_minor;

@@ -207,15 +207,6 @@ static void outbox_notify(queue *base)
     pthread_mutex_unlock(&q->mu);
 }
 
-static int64_t outbox_depth(queue *base)
-{
-    struct outbox_queue *q = (struct outbox_queue *)base;
-    pthread_mutex_lock(&q->mu);
-    int64_t n = q->ring_len;
-    pthread_mutex_unlock(&q->mu);
-    return n;
-}
-
 static void outbox_stop(queue *base)
 {
     struct outbox_queue *q = (struct outbox_queue *)base;
@@ -250,7 +241,6 @@ static const struct queue_backend outbox_backend = {
     .ack = outbox_ack,
     .retry = outbox_retry,
     .notify = outbox_notify,
-    .depth = outbox_depth,
     .stop = outbox_stop,
     .free = outbox_free,
 };

@@ -49,8 +49,6 @@ struct queue_backend {
     int (*retry)(queue *q, const struct queue_msg *m, int64_t delay_ms);
     /* A producer committed new messages: look for them now. */
     void (*notify)(queue *q);
-    /* Messages waiting (an estimate for metrics and readiness). */
-    int64_t (*depth)(queue *q);
     /* Wakes every waiting consumer with QUEUE_E_STOPPED. */
     void (*stop)(queue *q);
     void (*free)(queue *q);
@@ -84,10 +82,6 @@ static inline int queue_retry(queue *q, const struct queue_msg *m, int64_t delay
 static inline void queue_notify(queue *q)
 {
     q->be->notify(q);
-}
-static inline int64_t queue_depth(queue *q)
-{
-    return q->be->depth(q);
 }
 static inline void queue_stop(queue *q)
 {

@@ -166,9 +166,7 @@ enum rstmt {
     R_MERCHANT_LIST,
     R_MERCHANT_COUNT,
     R_ORDER_GET,
-    R_ORDER_BY_NO,
     R_PAYMENT_GET,
-    R_PAYMENT_GET_ANY,
     R_PAYMENT_LIST,
     R_IDEM_GET,
     R_BALANCE,
@@ -183,10 +181,7 @@ static const char *const rsql[R_COUNT] = {
     [R_MERCHANT_LIST] = "SELECT id, name, created_ms FROM merchants ORDER BY created_ms, name",
     [R_MERCHANT_COUNT] = "SELECT count(*) FROM merchants",
     [R_ORDER_GET] = "SELECT " ORDER_COLS " FROM orders WHERE id = ?1 AND merchant_id = ?2",
-    [R_ORDER_BY_NO] = "SELECT " ORDER_COLS " FROM orders WHERE merchant_id = ?1 AND"
-                      " merchant_order_no = ?2",
     [R_PAYMENT_GET] = "SELECT " PAYMENT_COLS " FROM payments WHERE id = ?1 AND merchant_id = ?2",
-    [R_PAYMENT_GET_ANY] = "SELECT " PAYMENT_COLS " FROM payments WHERE id = ?1",
     [R_PAYMENT_LIST] = "SELECT " PAYMENT_COLS " FROM payments WHERE order_id = ?1 AND"
                        " merchant_id = ?2 ORDER BY created_ms, id",
     [R_IDEM_GET] = "SELECT fingerprint, status, body FROM idempotency_keys WHERE"
@@ -1017,18 +1012,11 @@ static int sqlite_order_get(store *base, const char *merchant_id, const char *id
                    out);
 }
 
-static int sqlite_order_get_by_no(store *base, const char *merchant_id, const char *no,
-                                  struct order *out)
-{
-    return get_one((struct sqlite_store *)base, R_ORDER_BY_NO, merchant_id, no, convert_order,
-                   out);
-}
-
 static int sqlite_payment_get(store *base, const char *merchant_id, const char *id,
                               struct payment *out)
 {
-    return get_one((struct sqlite_store *)base, merchant_id ? R_PAYMENT_GET : R_PAYMENT_GET_ANY,
-                   id, merchant_id, convert_payment, out);
+    return get_one((struct sqlite_store *)base, R_PAYMENT_GET, id, merchant_id, convert_payment,
+                   out);
 }
 
 static int sqlite_payment_list(store *base, const char *merchant_id, const char *order_id,
@@ -1243,7 +1231,6 @@ const struct store_backend store_sqlite_backend = {
     .merchant_list = sqlite_merchant_list,
     .merchant_count = sqlite_merchant_count,
     .order_get = sqlite_order_get,
-    .order_get_by_no = sqlite_order_get_by_no,
     .payment_get = sqlite_payment_get,
     .payment_list = sqlite_payment_list,
     .idem_get = sqlite_idem_get,

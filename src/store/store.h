@@ -162,8 +162,6 @@ struct store_backend {
                          void *arg);
     int64_t (*merchant_count)(store *s);
     int (*order_get)(store *s, const char *merchant_id, const char *id, struct order *out);
-    int (*order_get_by_no)(store *s, const char *merchant_id, const char *no,
-                           struct order *out);
     int (*payment_get)(store *s, const char *merchant_id, const char *id,
                        struct payment *out);
     int (*payment_list)(store *s, const char *merchant_id, const char *order_id,
@@ -213,11 +211,6 @@ static inline int64_t store_merchant_count(store *s)
 static inline int store_order_get(store *s, const char *mid, const char *id, struct order *out)
 {
     return s->be->order_get(s, mid, id, out);
-}
-static inline int store_order_get_by_no(store *s, const char *mid, const char *no,
-                                        struct order *out)
-{
-    return s->be->order_get_by_no(s, mid, no, out);
 }
 static inline int store_payment_get(store *s, const char *mid, const char *id,
                                     struct payment *out)
