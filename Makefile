@@ -11,7 +11,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 DEFS    := -D_GNU_SOURCE -Isrc
-LIBS    := -lmicrohttpd -ljansson -lsqlite3 -linih -lcrypto -lpthread
+LIBS    := -lmicrohttpd -ljansson -lsqlite3 -linih -lcrypto -lpthread -lm
 
 SRC     := $(shell find src -name '*.c' | sort)
 LIB_SRC := $(filter-out src/payd.c,$(SRC))

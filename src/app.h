@@ -9,11 +9,13 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "cache/catalogue.h"
 #include "cache/keys.h"
 #include "cache/orders.h"
 #include "channel/channel.h"
 #include "conf.h"
 #include "core/idem.h"
+#include "guard/guards.h"
 #include "lock/lock.h"
 #include "obs/metrics.h"
 #include "queue/queue.h"
@@ -31,6 +33,8 @@ struct app {
     metrics *metrics;
     key_cache *keys;      /* API key hash -> merchant */
     order_cache *orders;  /* order id -> its immutable facts */
+    guards *guards;       /* limits, breakers, pacers */
+    catalogue_cache *catalogue; /* GET /v1/channels, dropped on a breaker change */
     atomic_bool draining; /* SIGTERM seen: /readyz answers 503 */
 };
 

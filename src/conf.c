@@ -16,11 +16,12 @@
 
 #include "util/util.h"
 
-enum key_type { KEY_INT, KEY_STR, KEY_ENUM };
+enum key_type { KEY_INT, KEY_REAL, KEY_STR, KEY_ENUM };
 
-/* One configuration key. For KEY_INT the value lies in [min, max]; for
- * KEY_ENUM it is one of names[], stored as its index; KEY_STR is copied into
- * a buffer of size max. */
+/* One configuration key. For KEY_INT the value lies in [min, max], for
+ * KEY_REAL in [dmin, dmax]; for KEY_ENUM it is one of names[], stored as its
+ * index; KEY_STR is copied into a buffer of size max (and may be empty only
+ * when its default is). */
 struct key {
     const char *section;
     const char *name;
@@ -29,25 +30,43 @@ struct key {
     int64_t min, max;
     const char *const *names;
     const char *deflt;
+    double dmin, dmax;
 };
 
 static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const channel_types[] = {"sandbox", NULL};
+static const char *const on_off[] = {"off", "on", NULL};
 
 #define INT_KEY(sec, nm, field, lo, hi, def)                                              \
-    {sec, nm, KEY_INT, offsetof(struct conf, field), lo, hi, NULL, def}
+    {sec, nm, KEY_INT, offsetof(struct conf, field), lo, hi, NULL, def, 0, 0}
 #define STR_KEY(sec, nm, field, def)                                                      \
     {sec, nm, KEY_STR, offsetof(struct conf, field), 0, sizeof(((struct conf *)0)->field),  \
-     NULL, def}
+     NULL, def, 0, 0}
 #define ENUM_KEY(sec, nm, field, names, def)                                              \
-    {sec, nm, KEY_ENUM, offsetof(struct conf, field), 0, 0, names, def}
+    {sec, nm, KEY_ENUM, offsetof(struct conf, field), 0, 0, names, def, 0, 0}
+#define REAL_KEY(sec, nm, field, lo, hi, def)                                             \
+    {sec, nm, KEY_REAL, offsetof(struct conf, field), 0, 0, NULL, def, lo, hi}
 
 static const struct key keys[] = {
     STR_KEY("server", "listen", listen, "127.0.0.1:8080"),
     STR_KEY("server", "data_dir", data_dir, "./payd-data"),
     INT_KEY("server", "max_body_bytes", max_body_bytes, 256, 64 << 20, "65536"),
     INT_KEY("server", "http_threads", http_threads, 1, 64, "2"),
+    STR_KEY("server", "admin_key", admin_key, ""),
+    REAL_KEY("limits", "merchant_rps", merchant_rps, 0, 1e7, "0"),
+    INT_KEY("limits", "merchant_burst", merchant_burst, 0, 10000000, "0"),
+    REAL_KEY("limits", "global_rps", global_rps, 0, 1e7, "0"),
+    INT_KEY("limits", "global_burst", global_burst, 0, 10000000, "0"),
+    ENUM_KEY("limits", "adaptive", adaptive, on_off, "on"),
+    INT_KEY("limits", "max_inflight", max_inflight, 1, 1000000, "1000"),
+    INT_KEY("breaker", "window_s", breaker_window_s, 1, 600, "10"),
+    INT_KEY("breaker", "min_calls", breaker_min_calls, 1, 1000000, "20"),
+    REAL_KEY("breaker", "failure_ratio", breaker_failure_ratio, 0.01, 1, "0.5"),
+    INT_KEY("breaker", "slow_call_ms", breaker_slow_call_ms, 1, 3600000, "5000"),
+    REAL_KEY("breaker", "slow_ratio", breaker_slow_ratio, 0.01, 1, "0.8"),
+    INT_KEY("breaker", "open_s", breaker_open_s, 1, 86400, "5"),
+    INT_KEY("breaker", "half_open_calls", breaker_half_open_calls, 1, 1000, "3"),
     INT_KEY("store", "max_batch", store_max_batch, 1, 100000, "1024"),
     INT_KEY("store", "queue_capacity", store_queue_capacity, 16, 1 << 22, "16384"),
     INT_KEY("worker", "threads", worker_threads, 1, 1024, "64"),
@@ -64,9 +83,14 @@ static const struct key keys[] = {
 /* Keys of a [channel.NAME] section, with offsets into struct conf_channel. */
 static const struct key channel_keys[] = {
     {"channel", "type", KEY_ENUM, offsetof(struct conf_channel, type), 0, 0, channel_types,
-     "sandbox"},
+     "sandbox", 0, 0},
     {"channel", "timeout_ms", KEY_INT, offsetof(struct conf_channel, timeout_ms), 1, 600000,
-     NULL, "3000"},
+     NULL, "3000", 0, 0},
+    {"channel", "rate", KEY_REAL, offsetof(struct conf_channel, rate), 0, 0, NULL, "0", 0, 1e6},
+    {"channel", "pace_max_wait_ms", KEY_INT, offsetof(struct conf_channel, pace_max_wait_ms), 0,
+     60000, NULL, "1000", 0, 0},
+    {"channel", "fallback", KEY_STR, offsetof(struct conf_channel, fallback), 0,
+     sizeof(((struct conf_channel *)0)->fallback), NULL, "", 0, 0},
 };
 
 static int set_value(void *base, const struct key *k, const char *section, const char *value,
@@ -87,8 +111,20 @@ static int set_value(void *base, const struct key *k, const char *section, const
         *(int64_t *)field = v;
         return 0;
     }
+    case KEY_REAL: {
+        char *end;
+        errno = 0;
+        double v = strtod(value, &end);
+        if (errno || end == value || *end != '\0' || !(v >= k->dmin && v <= k->dmax)) {
+            snprintf(err, CONF_ERR_MAX, "config: [%s] %s: '%s' is not a number from %g to %g",
+                     section, k->name, value, k->dmin, k->dmax);
+            return -1;
+        }
+        *(double *)field = v;
+        return 0;
+    }
     case KEY_STR:
-        if (value[0] == '\0' || strlen(value) >= (size_t)k->max) {
+        if ((value[0] == '\0' && k->deflt[0] != '\0') || strlen(value) >= (size_t)k->max) {
             snprintf(err, CONF_ERR_MAX, "config: [%s] %s: value is empty or too long", section,
                      k->name);
             return -1;
@@ -331,11 +367,11 @@ static bool env_known(const struct conf *conf, const char *var, size_t len)
 /* A PAYD_<SECTION>_... variable of a configuration section that names no
  * key is refused, as an unknown key in the file is (a typo must not be
  * ignored). Other PAYD_* variables are not configuration and are left
- * alone. The sections listed besides the table's are those of the contract
- * that payd does not have yet. */
+ * alone. Besides the table's sections, PAYD_CHANNEL_* names a key of a
+ * channel, so one that matches no configured channel's key is refused. */
 static int env_check_unknown(const struct conf *conf, char err[CONF_ERR_MAX])
 {
-    static const char *const later_sections[] = {"limits", "breaker", "channel"};
+    static const char *const later_sections[] = {"channel"};
     for (char **e = environ; *e; e++) {
         if (strncmp(*e, "PAYD_", 5) != 0)
             continue;
@@ -413,6 +449,17 @@ int conf_finish(struct conf *conf, char err[CONF_ERR_MAX])
     }
     if (conf->channel_count == 0 && !channel_for(conf, "sandbox", true, err))
         return -1;
+    for (int i = 0; i < conf->channel_count; i++) {
+        const struct conf_channel *ch = &conf->channels[i];
+        if (ch->fallback[0] == '\0')
+            continue;
+        if (strcmp(ch->fallback, ch->name) == 0 || !channel_for(conf, ch->fallback, false, err)) {
+            snprintf(err, CONF_ERR_MAX,
+                     "config: [channel.%s] fallback: '%s' is not another configured channel",
+                     ch->name, ch->fallback);
+            return -1;
+        }
+    }
     if (conf->worker_retry_base_ms > conf->worker_retry_max_ms) {
         snprintf(err, CONF_ERR_MAX, "config: [worker] retry_base_ms: above retry_max_ms");
         return -1;

@@ -23,8 +23,11 @@ enum channel_type { CHANNEL_TYPE_SANDBOX };
 
 struct conf_channel {
     char name[33];
-    int64_t type;       /* enum channel_type */
+    int64_t type; /* enum channel_type */
     int64_t timeout_ms;
+    double rate;               /* calls/s through the pacer; 0: unpaced */
+    int64_t pace_max_wait_ms;  /* longest a call waits for its slot */
+    char fallback[33];         /* another channel's name, or "" */
 };
 
 struct conf {
@@ -33,6 +36,22 @@ struct conf {
     char data_dir[CONF_PATH_MAX];
     int64_t max_body_bytes;
     int64_t http_threads;
+    char admin_key[129]; /* "" : /admin/ only from loopback */
+    /* [limits] */
+    double merchant_rps; /* 0: off */
+    int64_t merchant_burst; /* 0: the rate */
+    double global_rps;
+    int64_t global_burst;
+    int64_t adaptive; /* 0 off, 1 on */
+    int64_t max_inflight;
+    /* [breaker] */
+    int64_t breaker_window_s;
+    int64_t breaker_min_calls;
+    double breaker_failure_ratio;
+    int64_t breaker_slow_call_ms;
+    double breaker_slow_ratio;
+    int64_t breaker_open_s;
+    int64_t breaker_half_open_calls;
     /* [store] */
     int64_t store_max_batch;
     int64_t store_queue_capacity;
@@ -67,7 +86,8 @@ int conf_set(struct conf *conf, const char *section, const char *key, const char
              char err[CONF_ERR_MAX]);
 
 /* Checks what single keys cannot (the listen address's form; at least one
- * channel, adding `sandbox` when none was configured). 0 or -1. */
+ * channel, adding `sandbox` when none was configured; fallbacks name other
+ * channels). 0 or -1. */
 int conf_finish(struct conf *conf, char err[CONF_ERR_MAX]);
 
 /* Splits conf->listen into host and port; 0 or -1. */

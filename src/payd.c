@@ -344,6 +344,13 @@ static void on_answer(void *arg, int route, int status, int64_t latency_us)
     metrics_http(app->metrics, route, status, latency_us);
 }
 
+static void on_channel_change(void *arg, int ch)
+{
+    struct app *app = arg;
+    (void)ch;
+    catalogue_cache_invalidate(app->catalogue);
+}
+
 static void on_commit(void *arg, int ops, int64_t latency_us)
 {
     struct app *app = arg;
@@ -407,6 +414,12 @@ static int cmd_serve(struct args *a)
         channel_names[i] = channel_set_at(app.channels, i)->name;
     app.metrics = metrics_new(api_route_names, api_route_methods, api_route_count,
                               channel_names, channel_set_count(app.channels));
+    app.catalogue = catalogue_cache_new();
+    app.guards = guards_new(&conf, on_channel_change, &app, err, sizeof(err));
+    if (!app.guards) {
+        fprintf(stderr, "payd: %s\n", err);
+        goto out_channels;
+    }
     app.inflight = idem_inflight_new(INFLIGHT_KEYS_MAX);
     app.keys = key_cache_new(conf.data_dir, KEY_CACHE_SLOTS);
     app.orders = order_cache_new(ORDER_CACHE_SLOTS);
@@ -461,6 +474,9 @@ out_stop:
     idem_inflight_free(app.inflight);
     key_cache_free(app.keys);
     order_cache_free(app.orders);
+out_channels:
+    guards_free(app.guards);
+    catalogue_cache_free(app.catalogue);
     channel_set_free(app.channels);
 out_store:
     store_close(app.store);

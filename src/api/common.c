@@ -2,7 +2,9 @@
  * common.c - JSON rendering of records and input helpers shared by the
  * handlers; see internal.h.
  */
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/internal.h"
 #include "util/util.h"
@@ -127,13 +129,71 @@ void api_not_found(http_req *r, const char *param)
     http_error(r, 404, "not_found", "resource_missing", "no such object", param);
 }
 
+/* True when Accept-Language ranks Chinese above English (RFC 9110
+ * weights; an unlisted language weighs 0, "*" weighs for both). */
+static bool wants_chinese(http_req *r)
+{
+    const char *h = http_header(r, "Accept-Language");
+    double zh = 0, en = 0, any = 0;
+    while (h && *h) {
+        h += strspn(h, " \t,");
+        size_t n = strcspn(h, ",;");
+        const char *tag = h;
+        double q = 1;
+        h += n;
+        if (*h == ';') {
+            const char *qs = strstr(h, "q=");
+            if (qs && qs < h + strcspn(h, ","))
+                q = strtod(qs + 2, NULL);
+            h += strcspn(h, ",");
+        }
+        if (n >= 2 && strncasecmp(tag, "zh", 2) == 0 && (n == 2 || tag[2] == '-'))
+            zh = q > zh ? q : zh;
+        else if (n >= 2 && strncasecmp(tag, "en", 2) == 0 && (n == 2 || tag[2] == '-'))
+            en = q > en ? q : en;
+        else if (n == 1 && tag[0] == '*')
+            any = q;
+    }
+    if (zh == 0 && en == 0)
+        return false;
+    return zh > (en > 0 ? en : any);
+}
+
+const char *api_message(http_req *r, enum api_msg msg)
+{
+    static const char *const text[][2] = {
+        [API_MSG_OVERLOADED] =
+            {"We are receiving more payments than we can take right now. Please try again in "
+             "a moment.",
+             "当前支付请求较多，请稍后再试。"},
+        [API_MSG_CHANNEL_DOWN] =
+            {"This payment method is temporarily unavailable. Please try again in a few "
+             "minutes or choose another payment method.",
+             "该支付方式暂时不可用，请稍后再试或选择其他支付方式。"},
+        [API_MSG_RATE_LIMITED] = {"Too many requests from this account. Please retry after "
+                                  "the number of seconds in Retry-After.",
+                                  "该账户请求过于频繁，请在 Retry-After 所示秒数后重试。"},
+        [API_MSG_RATE_LIMITED_GLOBAL] = {"Too many requests right now. Please retry after the "
+                                         "number of seconds in Retry-After.",
+                                         "当前请求过多，请在 Retry-After 所示秒数后重试。"},
+    };
+    return text[msg][wants_chinese(r) ? 1 : 0];
+}
+
+void api_degraded(http_req *r, int64_t retry_after_s, enum api_msg msg)
+{
+    char secs[24];
+    snprintf(secs, sizeof(secs), "%lld", (long long)(retry_after_s > 0 ? retry_after_s : 1));
+    http_add_header(r, "Retry-After", secs);
+    http_error(r, 503, "service_degraded",
+               msg == API_MSG_CHANNEL_DOWN ? "channel_unavailable" : "overloaded",
+               api_message(r, msg), NULL);
+}
+
 void api_store_failed(http_req *r, int rc)
 {
     if (rc == STORE_E_BUSY) {
-        http_add_header(r, "Retry-After", "1");
-        http_error(r, 503, "service_degraded", "overloaded",
-                   "We are handling a lot of requests right now. Please try again in a moment.",
-                   NULL);
+        api_degraded(r, 1, API_MSG_OVERLOADED);
         return;
     }
     http_error(r, 500, "api_error", "internal_error",

@@ -24,6 +24,7 @@ struct api_ctx {
     char lock_key[ID_MAX];
     int64_t fence;
     bool locked;
+    int64_t inflight_since_ns; /* holds an in-flight place since; 0: none */
 };
 
 typedef void api_handler(struct api_ctx *c, http_req *r, const char *id);
@@ -32,6 +33,7 @@ api_handler api_order_create, api_order_get;
 api_handler api_payment_create, api_payment_get, api_payment_list;
 api_handler api_channel_list, api_balance;
 api_handler api_healthz, api_readyz, api_metrics;
+api_handler api_guards_get, api_guards_put;
 
 /* Records as the API shows them (new references). */
 json_t *api_order_json(const struct order *o);
@@ -60,6 +62,20 @@ void api_payment_let_go(struct api_ctx *c);
  * on_resume() answers from c->op.rc and c->op.out. If the write cannot even
  * be queued, on_resume() runs with that failure in c->op.rc. */
 void api_write(struct api_ctx *c, http_req *r, void (*on_resume)(http_req *r));
+
+/* Sentences for end users, in English or, when Accept-Language prefers
+ * it, Chinese. */
+enum api_msg {
+    API_MSG_OVERLOADED,
+    API_MSG_CHANNEL_DOWN,
+    API_MSG_RATE_LIMITED,
+    API_MSG_RATE_LIMITED_GLOBAL,
+};
+const char *api_message(http_req *r, enum api_msg msg);
+
+/* 503 service_degraded with Retry-After (code overloaded, or
+ * channel_unavailable for API_MSG_CHANNEL_DOWN). */
+void api_degraded(http_req *r, int64_t retry_after_s, enum api_msg msg);
 
 /* Common answers. */
 void api_not_found(http_req *r, const char *param);

@@ -79,6 +79,47 @@ static void payment_written(http_req *r)
     }
 }
 
+static int channel_index(struct app *app, const channel *ch)
+{
+    for (int i = 0; i < channel_set_count(app->channels); i++)
+        if (channel_set_at(app->channels, i) == ch)
+            return i;
+    PAYD_ASSERT(!"a channel outside the set");
+    return -1;
+}
+
+/* The channel to take the payment: ch itself unless its breaker is open,
+ * then its fallback when that one is not open and has the method. NULL
+ * (answered 503 with Retry-After) when neither can take it. A half-open
+ * channel takes payments: they wait in the queue for its probes. */
+static channel *route_around_open_breaker(struct api_ctx *c, http_req *r, channel *ch,
+                                          const char *method)
+{
+    struct app *app = c->app;
+    int64_t now = clock_mono_ns();
+    int i = channel_index(app, ch);
+    if (breaker_state_at(guards_breaker(app->guards, i), now) != BREAKER_OPEN)
+        return ch;
+    int fb = guards_fallback(app->guards, i);
+    if (fb >= 0) {
+        channel *alt = channel_set_at(app->channels, fb);
+        if (channel_method_valid(alt, method) &&
+            breaker_state_at(guards_breaker(app->guards, fb), now) != BREAKER_OPEN)
+            return alt;
+    }
+    /* A retry of a payment accepted before the breaker opened gets its
+     * first answer, as any retry does. */
+    struct idem_record rec;
+    if (c->has_idem_key &&
+        store_idem_get(app->store, c->merchant.id, c->idem_key, &rec) == STORE_OK) {
+        replay(r, c->fingerprint, &rec);
+        free(rec.body);
+        return NULL;
+    }
+    api_degraded(r, guards_open_remaining_s(app->guards, i, now), API_MSG_CHANNEL_DOWN);
+    return NULL;
+}
+
 /* Checks the Idempotency-Key header; false (answered 400) when malformed. */
 static bool read_idem_key(struct api_ctx *c, http_req *r)
 {
@@ -149,6 +190,11 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
         }
         c->idem_entered = true;
     }
+
+    ch = route_around_open_breaker(c, r, ch, method);
+    if (!ch)
+        goto out_let_go;
+    snprintf(p->channel, sizeof(p->channel), "%s", ch->name);
 
     /* What the payment takes from its order, from the cache when it can:
      * the order's status is checked by the write itself. */

@@ -3,33 +3,44 @@
  *
  * A pattern is a path whose "{id}" segment captures one path segment. The
  * router finds the route whose pattern and method match; a path that matches
- * with another method is answered 405. Routes marked auth need a merchant's
- * API key, checked here, before the handler runs.
+ * with another method is answered 405.
+ *
+ * Before a handler runs, in this order: the global rate limit (every /v1/
+ * request), the caller's credentials (a merchant's API key for /v1/, the
+ * admin key or a loopback peer for /admin/), the merchant's rate limit, and
+ * for the routes that write (creations) a place under the in-flight limit.
+ * A refusal writes nothing.
  */
+#include <openssl/crypto.h>
 #include <string.h>
 
 #include "api/internal.h"
 #include "core/ids.h"
 #include "util/util.h"
 
+/* Who may call a route, and whether it writes (takes an in-flight place). */
+enum access { OPEN, MERCHANT, MERCHANT_WRITE, ADMIN };
+
 struct route {
     const char *method;
     const char *pattern;
-    bool auth;
+    enum access access;
     api_handler *handler;
 };
 
 #define ROUTES(X)                                                                          \
-    X("POST", "/v1/orders", true, api_order_create)                                        \
-    X("GET", "/v1/orders/{id}", true, api_order_get)                                       \
-    X("POST", "/v1/payments", true, api_payment_create)                                    \
-    X("GET", "/v1/payments", true, api_payment_list)                                       \
-    X("GET", "/v1/payments/{id}", true, api_payment_get)                                   \
-    X("GET", "/v1/channels", true, api_channel_list)                                       \
-    X("GET", "/v1/balance", true, api_balance)                                             \
-    X("GET", "/healthz", false, api_healthz)                                               \
-    X("GET", "/readyz", false, api_readyz)                                                 \
-    X("GET", "/metrics", false, api_metrics)
+    X("POST", "/v1/orders", MERCHANT_WRITE, api_order_create)                              \
+    X("GET", "/v1/orders/{id}", MERCHANT, api_order_get)                                   \
+    X("POST", "/v1/payments", MERCHANT_WRITE, api_payment_create)                          \
+    X("GET", "/v1/payments", MERCHANT, api_payment_list)                                   \
+    X("GET", "/v1/payments/{id}", MERCHANT, api_payment_get)                               \
+    X("GET", "/v1/channels", MERCHANT, api_channel_list)                                   \
+    X("GET", "/v1/balance", MERCHANT, api_balance)                                         \
+    X("GET", "/admin/guards", ADMIN, api_guards_get)                                       \
+    X("PUT", "/admin/guards", ADMIN, api_guards_put)                                       \
+    X("GET", "/healthz", OPEN, api_healthz)                                                \
+    X("GET", "/readyz", OPEN, api_readyz)                                                  \
+    X("GET", "/metrics", OPEN, api_metrics)
 
 #define AS_ROUTE(m, p, a, h) {m, p, a, h},
 #define AS_NAME(m, p, a, h) p,
@@ -94,9 +105,75 @@ static bool authenticate(struct api_ctx *c, http_req *r)
     return true;
 }
 
+/* The admin key (constant-time compare) or, when none is configured, a
+ * loopback peer. */
+static bool authenticate_admin(struct api_ctx *c, http_req *r)
+{
+    const char *want = c->app->conf->admin_key;
+    const char *auth = http_header(r, "Authorization");
+    if (want[0] != '\0') {
+        size_t n = strlen(want);
+        if (auth && strncmp(auth, "Bearer ", 7) == 0 && strlen(auth + 7) == n &&
+            CRYPTO_memcmp(auth + 7, want, n) == 0)
+            return true;
+        http_error(r, 401, "authentication_error", "admin_key_invalid",
+                   "Send the admin key as: Authorization: Bearer <key>", NULL);
+        return false;
+    }
+    if (http_peer_loopback(r))
+        return true;
+    http_error(r, 403, "authentication_error", "admin_forbidden",
+               "The admin API answers loopback only unless [server] admin_key is set.", NULL);
+    return false;
+}
+
+/* 429 with Retry-After. */
+static void rate_limited(http_req *r, int64_t retry_after_s, bool global)
+{
+    char secs[24];
+    snprintf(secs, sizeof(secs), "%lld", (long long)retry_after_s);
+    http_add_header(r, "Retry-After", secs);
+    http_error(r, 429, "rate_limited", "rate_limited",
+               api_message(r, global ? API_MSG_RATE_LIMITED_GLOBAL : API_MSG_RATE_LIMITED),
+               NULL);
+}
+
+/* The checks before the handler; false when one refused and answered. */
+static bool admit(struct api_ctx *c, http_req *r, enum access access, bool v1)
+{
+    guards *g = c->app->guards;
+    int64_t retry;
+    if (v1 && !guards_take_global(g, clock_mono_ns(), &retry)) {
+        rate_limited(r, retry, true);
+        return false;
+    }
+    if (access == ADMIN)
+        return authenticate_admin(c, r);
+    if (access == OPEN)
+        return true;
+    if (!authenticate(c, r))
+        return false;
+    if (!guards_take_merchant(g, c->merchant.id, clock_mono_ns(), &retry)) {
+        rate_limited(r, retry, false);
+        return false;
+    }
+    if (access == MERCHANT_WRITE) {
+        if (!adaptive_acquire(guards_inflight(g))) {
+            api_degraded(r, 1, API_MSG_OVERLOADED);
+            return false;
+        }
+        c->inflight_since_ns = clock_mono_ns();
+    }
+    return true;
+}
+
 static void ctx_free(void *p)
 {
     struct api_ctx *c = p;
+    if (c->inflight_since_ns) {
+        int64_t now = clock_mono_ns();
+        adaptive_release(guards_inflight(c->app->guards), now - c->inflight_since_ns, now);
+    }
     api_payment_let_go(c);
     free(c->response_body);
     free(c);
@@ -118,7 +195,7 @@ void api_dispatch(void *app, http_req *r)
         struct api_ctx *c = xcalloc(1, sizeof(*c));
         c->app = app;
         http_set_user(r, c, ctx_free);
-        if (routes[i].auth && !authenticate(c, r))
+        if (!admit(c, r, routes[i].access, strncmp(path, "/v1/", 4) == 0))
             return;
         routes[i].handler(c, r, id);
         return;

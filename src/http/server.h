@@ -15,6 +15,7 @@
 #define PAYD_HTTP_SERVER_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +51,8 @@ const char *http_header(http_req *r, const char *name);
 const char *http_query(http_req *r, const char *name);
 /* The body, NUL-terminated; len may be NULL. */
 const char *http_body(const http_req *r, size_t *len);
+/* True when the client connected from a loopback address. */
+bool http_peer_loopback(http_req *r);
 /* Monotonic microseconds at the request's arrival. */
 int64_t http_started_us(const http_req *r);
 /* The route index for metrics (-1 until set). */

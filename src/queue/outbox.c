@@ -187,13 +187,24 @@ static int outbox_ack(queue *base, const struct queue_msg *m)
     return QUEUE_OK;
 }
 
-static int outbox_retry(queue *base, const struct queue_msg *m, int64_t delay_ms)
+static int release(queue *base, const struct queue_msg *m, int64_t delay_ms, bool uncount)
 {
     struct store_op *op = xcalloc(1, sizeof(*op));
     op->kind = STORE_OP_OUTBOX_RETRY;
     op->in.outbox_retry.id = m->id;
     op->in.outbox_retry.delay_ms = delay_ms;
+    op->in.outbox_retry.uncount = uncount;
     return submit_owned((struct outbox_queue *)base, op) == 0 ? QUEUE_OK : QUEUE_E_IO;
+}
+
+static int outbox_retry(queue *base, const struct queue_msg *m, int64_t delay_ms)
+{
+    return release(base, m, delay_ms, false);
+}
+
+static int outbox_defer(queue *base, const struct queue_msg *m, int64_t delay_ms)
+{
+    return release(base, m, delay_ms, true);
 }
 
 static void outbox_notify(queue *base)
@@ -240,6 +251,7 @@ static const struct queue_backend outbox_backend = {
     .next = outbox_next,
     .ack = outbox_ack,
     .retry = outbox_retry,
+    .defer = outbox_defer,
     .notify = outbox_notify,
     .stop = outbox_stop,
     .free = outbox_free,

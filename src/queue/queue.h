@@ -47,6 +47,11 @@ struct queue_backend {
     int (*ack)(queue *q, const struct queue_msg *m);
     /* Deliver the message again after delay_ms. */
     int (*retry)(queue *q, const struct queue_msg *m, int64_t delay_ms);
+    /* Deliver it again after delay_ms as if this delivery had not happened
+     * (its count is taken back): the worker did not reach the channel. A
+     * crash before the deferral lands leaves the delivery counted, which
+     * errs on the safe side (a counted delivery may have charged). */
+    int (*defer)(queue *q, const struct queue_msg *m, int64_t delay_ms);
     /* A producer committed new messages: look for them now. */
     void (*notify)(queue *q);
     /* Wakes every waiting consumer with QUEUE_E_STOPPED. */
@@ -78,6 +83,10 @@ static inline int queue_ack(queue *q, const struct queue_msg *m)
 static inline int queue_retry(queue *q, const struct queue_msg *m, int64_t delay_ms)
 {
     return q->be->retry(q, m, delay_ms);
+}
+static inline int queue_defer(queue *q, const struct queue_msg *m, int64_t delay_ms)
+{
+    return q->be->defer(q, m, delay_ms);
 }
 static inline void queue_notify(queue *q)
 {

@@ -102,7 +102,9 @@ enum wstmt {
     W_OUTBOX_CLAIM,
     W_OUTBOX_ACK,
     W_OUTBOX_RETRY,
+    W_OUTBOX_DEFER,
     W_OUTBOX_RESET,
+    W_PAYMENT_REROUTE,
     W_LEDGER_INSERT,
     W_IDEM_PURGE,
     W_MERCHANT_INSERT,
@@ -149,7 +151,11 @@ static const char *const wsql[W_COUNT] = {
                        " ORDER BY available_ms LIMIT ?3) RETURNING id, payment_id, deliveries",
     [W_OUTBOX_ACK] = "DELETE FROM outbox WHERE id = ?1",
     [W_OUTBOX_RETRY] = "UPDATE outbox SET available_ms = ?2 WHERE id = ?1",
+    [W_OUTBOX_DEFER] = "UPDATE outbox SET available_ms = ?2, deliveries = max(deliveries - 1, 0)"
+                       " WHERE id = ?1",
     [W_OUTBOX_RESET] = "UPDATE outbox SET available_ms = ?1 WHERE available_ms > ?1",
+    [W_PAYMENT_REROUTE] = "UPDATE payments SET channel = ?2, updated_ms = ?3 WHERE id = ?1 AND"
+                          " channel = ?4 AND status = 'processing'",
     [W_LEDGER_INSERT] = "INSERT INTO ledger_entries(transfer_id, account, amount, currency,"
                         " created_ms) VALUES (?1,?2,-?4,?5,?6), (?1,?3,?4,?5,?6)",
     [W_IDEM_PURGE] = "DELETE FROM idempotency_keys WHERE (merchant_id, key) IN (SELECT"
@@ -554,6 +560,25 @@ static int op_payment_finish(struct sqlite_store *s, struct store_op *op)
     return STORE_OK;
 }
 
+static int op_payment_reroute(struct sqlite_store *s, struct store_op *op)
+{
+    enum order_status status;
+    int64_t amount_minor;
+    char currency[4];
+    int rc = fence_order(s, op->in.payment_reroute.order_id, op->in.payment_reroute.merchant_id,
+                         op->in.payment_reroute.fence, 0, &status, &amount_minor, currency);
+    if (rc != STORE_OK)
+        return rc;
+    sqlite3_stmt *st = s->w[W_PAYMENT_REROUTE];
+    bind_text(st, 1, op->in.payment_reroute.payment_id);
+    bind_text(st, 2, op->in.payment_reroute.to);
+    sqlite3_bind_int64(st, 3, op->in.payment_reroute.updated_ms);
+    bind_text(st, 4, op->in.payment_reroute.from);
+    if (step_done(st) != SQLITE_DONE)
+        return STORE_E_IO;
+    return sqlite3_changes(s->wdb) == 1 ? STORE_OK : STORE_E_FINAL;
+}
+
 static int op_outbox_claim(struct sqlite_store *s, struct store_op *op)
 {
     int64_t now_ms = clock_wall_ms();
@@ -643,8 +668,10 @@ static int run_op(struct sqlite_store *s, struct store_op *op)
                 return STORE_E_IO;
         return STORE_OK;
     case STORE_OP_OUTBOX_RETRY:
-        return op_simple(s, W_OUTBOX_RETRY, op->in.outbox_retry.id,
-                         clock_wall_ms() + op->in.outbox_retry.delay_ms);
+        return op_simple(s, op->in.outbox_retry.uncount ? W_OUTBOX_DEFER : W_OUTBOX_RETRY,
+                         op->in.outbox_retry.id, clock_wall_ms() + op->in.outbox_retry.delay_ms);
+    case STORE_OP_PAYMENT_REROUTE:
+        return op_payment_reroute(s, op);
     case STORE_OP_OUTBOX_RESET:
         return op_simple(s, W_OUTBOX_RESET, clock_wall_ms(), 0);
     case STORE_OP_IDEM_PURGE: {

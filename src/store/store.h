@@ -74,6 +74,7 @@ enum store_op_kind {
     STORE_OP_OUTBOX_ACK,
     STORE_OP_OUTBOX_RETRY,
     STORE_OP_OUTBOX_RESET,
+    STORE_OP_PAYMENT_REROUTE,
     STORE_OP_IDEM_PURGE,
     STORE_OP_MERCHANT_ADD,
     STORE_OP_MERCHANT_ROTATE,
@@ -112,7 +113,14 @@ struct store_op {
         struct {
             int64_t id;
             int64_t delay_ms;
+            bool uncount; /* this delivery did not reach the channel: take it back */
         } outbox_retry;
+        struct {
+            const char *payment_id, *order_id, *merchant_id;
+            const char *from, *to; /* channel names */
+            int64_t fence;
+            int64_t updated_ms;
+        } payment_reroute; /* a processing payment never sent to `from` moves to `to` */
         struct {
             int64_t older_than_ms; /* wall clock */
         } idem_purge;

@@ -73,6 +73,11 @@ int64_t clock_mono_us(void)
     return clock_read_ns(CLOCK_MONOTONIC) / 1000;
 }
 
+int64_t clock_mono_ns(void)
+{
+    return clock_read_ns(CLOCK_MONOTONIC);
+}
+
 void clock_format_rfc3339(int64_t wall_ms, char out[25])
 {
     time_t secs = (time_t)(wall_ms / 1000);

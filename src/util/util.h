@@ -38,6 +38,7 @@ char *xstrndup(const char *s, size_t len);
 int64_t clock_wall_ms(void);
 int64_t clock_mono_ms(void);
 int64_t clock_mono_us(void);
+int64_t clock_mono_ns(void);
 
 /* Formats wall milliseconds as RFC 3339 UTC with milliseconds
  * ("2026-11-25T09:03:46.123Z"); out must hold 25 bytes. */

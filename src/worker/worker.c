@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
+#include <time.h>
 
 #include "obs/log.h"
 #include "util/util.h"
@@ -15,6 +16,7 @@
 #define LOCK_BUSY_RETRY_MS 200
 #define STORE_RETRY_MS 1000
 #define STORE_BUSY_WAIT_MS 5000
+#define HALF_OPEN_RETRY_MS 200 /* a half-open breaker had no probe left */
 
 /* A payment outcome on its way to the store. The worker that decided it
  * moves on at once; the store's done() callback hands the job to the
@@ -160,6 +162,98 @@ static void finish(worker_pool *pool, const struct queue_msg *m, struct payment 
     }
 }
 
+static void sleep_ns(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* delay_ms plus up to a fifth more, so deferred payments do not all come
+ * back at the same instant. */
+static int64_t jitter_ms(int64_t delay_ms)
+{
+    uint32_t r;
+    rand_bytes(&r, sizeof(r));
+    return delay_ms + (int64_t)(r % (uint32_t)(delay_ms / 5 + 1));
+}
+
+/* Moves a payment that never reached its channel to the fallback, durably,
+ * before the fallback is called: a crash after the call then finds the
+ * payment on the channel that may have charged it. */
+static int reroute(worker_pool *pool, struct payment *p, const channel *to, int64_t fence)
+{
+    struct store_op op = {.kind = STORE_OP_PAYMENT_REROUTE};
+    op.in.payment_reroute.payment_id = p->id;
+    op.in.payment_reroute.order_id = p->order_id;
+    op.in.payment_reroute.merchant_id = p->merchant_id;
+    op.in.payment_reroute.from = p->channel;
+    op.in.payment_reroute.to = to->name;
+    op.in.payment_reroute.fence = fence;
+    op.in.payment_reroute.updated_ms = clock_wall_ms();
+    int rc = store_exec(pool->app->store, &op, STORE_BUSY_WAIT_MS);
+    if (rc == STORE_OK) {
+        log_info("payment_rerouted", "payment_id", p->id, "from", p->channel, "to", to->name,
+                 NULL);
+        snprintf(p->channel, sizeof(p->channel), "%s", to->name);
+    }
+    return rc;
+}
+
+/*
+ * The guards in front of a channel call: the breaker, then the pacer. On
+ * true, *ci and *ch name the channel to call (the payment may have moved to
+ * the fallback) and *ticket is the breaker's. On false the message is back
+ * in the queue, uncounted, and the lock released.
+ */
+static bool pass_guards(worker_pool *pool, const struct queue_msg *m, struct payment *p,
+                        int64_t fence, int *ci, channel **ch, struct breaker_ticket *ticket)
+{
+    struct app *app = pool->app;
+    guards *g = app->guards;
+    struct breaker *br = guards_breaker(g, *ci);
+    int64_t now = clock_mono_ns();
+    if (!breaker_allow(br, now, ticket)) {
+        /* Only a payment no delivery ever took to its channel may move:
+         * any earlier delivery may have charged it there. */
+        int fb = guards_fallback(g, *ci);
+        channel *alt = fb >= 0 ? channel_set_at(app->channels, fb) : NULL;
+        bool moved = false;
+        if (alt && m->deliveries == 1 && channel_method_valid(alt, p->method) &&
+            breaker_allow(guards_breaker(g, fb), now, ticket)) {
+            if (reroute(pool, p, alt, fence) == STORE_OK) {
+                *ci = fb;
+                *ch = alt;
+                br = guards_breaker(g, fb);
+                moved = true;
+            } else {
+                breaker_cancel(guards_breaker(g, fb), ticket);
+            }
+        }
+        if (!moved) {
+            int64_t delay = HALF_OPEN_RETRY_MS;
+            if (breaker_state_at(br, now) == BREAKER_OPEN)
+                delay = guards_open_remaining_s(g, *ci, now) * 1000;
+            queue_defer(app->queue, m, jitter_ms(delay));
+            lock_release(app->lock, p->order_id, fence);
+            return false;
+        }
+    }
+    int64_t retry_ns;
+    int64_t wait = leaky_bucket_reserve(guards_pacer(g, *ci), clock_mono_ns(),
+                                        guards_pace_max_wait_ns(g, *ci), &retry_ns);
+    if (wait < 0) {
+        /* Past the bound: back to the durable queue until a slot is near. */
+        breaker_cancel(br, ticket);
+        queue_defer(app->queue, m, jitter_ms(retry_ns / 1000000 + 1));
+        lock_release(app->lock, p->order_id, fence);
+        return false;
+    }
+    if (wait > 0)
+        sleep_ns(wait);
+    return true;
+}
+
 static void process(worker_pool *pool, const struct queue_msg *m)
 {
     struct app *app = pool->app;
@@ -187,9 +281,15 @@ static void process(worker_pool *pool, const struct queue_msg *m)
         return;
     }
 
+    int ci = channel_index(app, p.channel);
+    struct breaker_ticket ticket;
+    if (!pass_guards(pool, m, &p, fence, &ci, &ch, &ticket))
+        return;
+
     struct chan_result res;
     struct chan_request req = {.serial_no = p.serial_no, .amount_minor = p.amount_minor,
                                .currency = p.currency, .method = p.method};
+    int64_t called_ns = clock_mono_ns();
     if (m->deliveries > 1) {
         /* A redelivery: an earlier attempt may have charged. Ask first. */
         channel_query(ch, p.serial_no, &res);
@@ -198,6 +298,12 @@ static void process(worker_pool *pool, const struct queue_msg *m)
     } else {
         channel_charge(ch, &req, &res);
     }
+    int64_t answered_ns = clock_mono_ns();
+    /* Declines are answers; only errors and silence count against it. */
+    bool failed = res.outcome == CHAN_ERROR || res.outcome == CHAN_UNKNOWN;
+    breaker_record(guards_breaker(app->guards, ci), &ticket,
+                   failed ? BREAKER_FAILURE : BREAKER_SUCCESS, answered_ns - called_ns,
+                   answered_ns);
 
     switch (res.outcome) {
     case CHAN_SUCCEEDED:

@@ -1,0 +1,62 @@
+/*
+ * adaptive.h - an adaptive concurrency limit: how many write requests
+ * (order and payment creations) may be in flight at once, adapted to their
+ * measured latency, in the manner of Netflix's concurrency-limits
+ * (Gradient2).
+ *
+ * Requests report their latency when they end. Every window (at least
+ * ADAPTIVE_WINDOW_NS and ADAPTIVE_WINDOW_SAMPLES samples) the limit moves:
+ *
+ *   gradient = clamp(tolerance * floor / mean, 0.5, 1)
+ *   limit    = limit * (1 - s) + s * (limit * gradient + sqrt(limit))
+ *
+ * where mean is the window's mean latency, floor the lowest window mean seen
+ * with little in flight (latency without queueing), and s a smoothing
+ * factor. While latency stays within tolerance times the floor the limit
+ * grows by about sqrt(limit) per window (but only while requests actually
+ * press against it); when queueing appears it shrinks, at most halving per
+ * window. A request over the limit is refused at once (503 with
+ * Retry-After) rather than queued until its client gives up.
+ *
+ * With adaptation off the limit is fixed at max_inflight.
+ */
+#ifndef PAYD_GUARD_ADAPTIVE_H
+#define PAYD_GUARD_ADAPTIVE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define ADAPTIVE_WINDOW_NS 100000000LL /* 100 ms */
+#define ADAPTIVE_WINDOW_SAMPLES 20
+#define ADAPTIVE_MIN_LIMIT 4
+#define ADAPTIVE_TOLERANCE 2.0
+#define ADAPTIVE_SMOOTHING 0.2
+
+struct adaptive_limit {
+    atomic_bool enabled;
+    _Atomic int64_t max_inflight;
+    _Atomic int64_t limit; /* current; == max_inflight when not enabled */
+    _Atomic int64_t inflight;
+    atomic_uint_fast64_t admitted, rejected;
+    /* the current window, added to lock-free */
+    _Atomic int64_t win_start_ns, win_sum_ns, win_count, win_peak_inflight;
+    /* the estimator, under mu (taken by one thread per window, try-lock) */
+    pthread_mutex_t mu;
+    double limit_f;
+    _Atomic int64_t floor_ns; /* 0 until measured */
+    _Atomic int64_t last_mean_ns;
+};
+
+void adaptive_init(struct adaptive_limit *a, bool enabled, int64_t max_inflight, int64_t now_ns);
+void adaptive_destroy(struct adaptive_limit *a);
+/* Run-time change of the switch or the ceiling. */
+void adaptive_configure(struct adaptive_limit *a, bool enabled, int64_t max_inflight);
+
+/* Admits one request, or refuses (false) when the limit is reached. */
+bool adaptive_acquire(struct adaptive_limit *a);
+/* An admitted request ended after latency_ns; may close the window. */
+void adaptive_release(struct adaptive_limit *a, int64_t latency_ns, int64_t now_ns);
+
+#endif

@@ -1,0 +1,627 @@
+/*
+ * guards.c - see guards.h.
+ *
+ * Merchant buckets live in an open-addressing table whose slots are filled
+ * by compare-and-swap and never emptied, so finding a merchant's bucket
+ * takes no lock. The table holds MERCHANTS_MAX merchants; beyond that (a
+ * number no single payd serves) the rest share one bucket, which a log line
+ * says.
+ */
+#include "guard/guards.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/ids.h"
+#include "obs/log.h"
+#include "util/util.h"
+
+#define NS_PER_S 1000000000LL
+#define MERCHANT_SLOTS (1 << 17)
+#define MERCHANTS_MAX (MERCHANT_SLOTS / 4 * 3)
+#define GUARDS_FILE "guards.json"
+
+struct merchant_bucket {
+    char id[ID_MAX];
+    struct token_bucket bucket;
+};
+
+struct channel_guard {
+    char name[33];
+    struct breaker breaker;
+    struct leaky_bucket pacer;
+    int64_t pace_max_wait_ns;
+    int fallback;
+};
+
+struct guards {
+    char path[CONF_PATH_MAX + 32];
+    guards_change_fn *on_change;
+    void *arg;
+    pthread_mutex_t apply_mu; /* one change at a time */
+    /* the values in force (under apply_mu; the limiters hold atomic copies) */
+    double merchant_rps, global_rps;
+    int64_t merchant_burst, global_burst;
+    bool adaptive;
+    int64_t max_inflight;
+    /* limiters */
+    struct rate_limit global_limit, merchant_limit;
+    struct token_bucket global;
+    _Atomic(struct merchant_bucket *) *merchants;
+    _Atomic int64_t merchant_count;
+    struct token_bucket overflow;
+    atomic_uint_fast64_t merchant_admitted, merchant_rejected;
+    struct adaptive_limit inflight;
+    int channel_count;
+    struct channel_guard *channels;
+};
+
+static int64_t ceil_s(int64_t ns)
+{
+    int64_t s = (ns + NS_PER_S - 1) / NS_PER_S;
+    return s < 1 ? 1 : s;
+}
+
+static void report_transition(void *arg, const char *name, enum breaker_state from,
+                              enum breaker_state to, const char *why)
+{
+    guards *g = arg;
+    const char *level_msg = to == BREAKER_CLOSED ? "breaker_closed" : "breaker_opened";
+    if (to == BREAKER_HALF_OPEN)
+        level_msg = "breaker_half_open";
+    if (to == BREAKER_OPEN)
+        log_warn(level_msg, "channel", name, "from", breaker_state_name(from), "to",
+                 breaker_state_name(to), "reason", why, NULL);
+    else
+        log_info(level_msg, "channel", name, "from", breaker_state_name(from), "to",
+                 breaker_state_name(to), "reason", why, NULL);
+    for (int i = 0; i < g->channel_count; i++)
+        if (strcmp(g->channels[i].name, name) == 0 && g->on_change)
+            g->on_change(g->arg, i);
+}
+
+/* Puts the values in force into the limiters. Under apply_mu. */
+static void install(guards *g)
+{
+    rate_limit_set(&g->global_limit, g->global_rps, g->global_burst);
+    rate_limit_set(&g->merchant_limit, g->merchant_rps, g->merchant_burst);
+    adaptive_configure(&g->inflight, g->adaptive, g->max_inflight);
+}
+
+/* ---- the persisted overrides ---- */
+
+static json_t *settings_json(guards *g)
+{
+    json_t *chans = json_object();
+    for (int i = 0; i < g->channel_count; i++)
+        json_object_set_new(chans, g->channels[i].name,
+                            json_pack("{s:f}", "rate", leaky_bucket_rate(&g->channels[i].pacer)));
+    return json_pack("{s:{s:f, s:I, s:f, s:I, s:b, s:I}, s:o}", "limits", "merchant_rps",
+                     g->merchant_rps, "merchant_burst", (json_int_t)g->merchant_burst,
+                     "global_rps", g->global_rps, "global_burst", (json_int_t)g->global_burst,
+                     "adaptive", g->adaptive, "max_inflight", (json_int_t)g->max_inflight,
+                     "channels", chans);
+}
+
+/* Writes the settings to DIR/guards.json: a temporary file, fsync, rename,
+ * fsync of the directory, so the file is the old or the new one whole. */
+static int save(guards *g)
+{
+    char tmp[sizeof(g->path) + 8];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", g->path);
+    json_t *j = settings_json(g);
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int rc = -1;
+    if (fd >= 0) {
+        size_t len = strlen(text);
+        if (write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1 && fsync(fd) == 0)
+            rc = 0;
+        close(fd);
+    }
+    free(text);
+    if (rc == 0 && rename(tmp, g->path) != 0)
+        rc = -1;
+    if (rc == 0) {
+        char dir[sizeof(g->path)];
+        snprintf(dir, sizeof(dir), "%s", g->path);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = '\0';
+        int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
+    if (rc != 0)
+        log_error("guards_save_failed", "path", g->path, "error", strerror(errno), NULL);
+    return rc;
+}
+
+/* A change, checked whole before any of it is applied. */
+struct change {
+    bool has[6];
+    double merchant_rps, global_rps;
+    int64_t merchant_burst, global_burst, max_inflight;
+    bool adaptive;
+    bool has_rate[CONF_CHANNELS_MAX];
+    double rate[CONF_CHANNELS_MAX];
+};
+
+static int number(const json_t *v, double lo, double hi, double *out)
+{
+    if (!json_is_number(v))
+        return -1;
+    double d = json_number_value(v);
+    if (!(d >= lo && d <= hi))
+        return -1;
+    *out = d;
+    return 0;
+}
+
+static int parse_change(guards *g, const json_t *change, struct change *c, char *err,
+                        size_t err_size)
+{
+    memset(c, 0, sizeof(*c));
+    if (!json_is_object(change)) {
+        snprintf(err, err_size, "the body must be a JSON object");
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)change, key, v)
+    {
+        if (strcmp(key, "limits") != 0 && strcmp(key, "channels") != 0) {
+            snprintf(err, err_size, "unknown key %s (expected limits, channels)", key);
+            return -1;
+        }
+    }
+    const json_t *limits = json_object_get(change, "limits");
+    if (limits && !json_is_object(limits)) {
+        snprintf(err, err_size, "limits must be an object");
+        return -1;
+    }
+    json_object_foreach((json_t *)limits, key, v)
+    {
+        double d;
+        int bad = 0;
+        if (strcmp(key, "merchant_rps") == 0) {
+            bad = number(v, 0, 1e7, &c->merchant_rps);
+            c->has[0] = true;
+        } else if (strcmp(key, "merchant_burst") == 0) {
+            bad = !json_is_integer(v) || number(v, 0, 1e7, &d);
+            c->merchant_burst = (int64_t)json_integer_value(v);
+            c->has[1] = true;
+        } else if (strcmp(key, "global_rps") == 0) {
+            bad = number(v, 0, 1e7, &c->global_rps);
+            c->has[2] = true;
+        } else if (strcmp(key, "global_burst") == 0) {
+            bad = !json_is_integer(v) || number(v, 0, 1e7, &d);
+            c->global_burst = (int64_t)json_integer_value(v);
+            c->has[3] = true;
+        } else if (strcmp(key, "adaptive") == 0) {
+            bad = !json_is_boolean(v);
+            c->adaptive = json_is_true(v);
+            c->has[4] = true;
+        } else if (strcmp(key, "max_inflight") == 0) {
+            bad = !json_is_integer(v) || number(v, 1, 1e6, &d);
+            c->max_inflight = (int64_t)json_integer_value(v);
+            c->has[5] = true;
+        } else {
+            snprintf(err, err_size, "limits.%s: unknown key", key);
+            return -1;
+        }
+        if (bad) {
+            snprintf(err, err_size, "limits.%s: bad value", key);
+            return -1;
+        }
+    }
+    const json_t *chans = json_object_get(change, "channels");
+    if (chans && !json_is_object(chans)) {
+        snprintf(err, err_size, "channels must be an object");
+        return -1;
+    }
+    json_object_foreach((json_t *)chans, key, v)
+    {
+        int ch = -1;
+        for (int i = 0; i < g->channel_count; i++)
+            if (strcmp(g->channels[i].name, key) == 0)
+                ch = i;
+        if (ch < 0) {
+            snprintf(err, err_size, "channels.%s: no such channel", key);
+            return -1;
+        }
+        const char *k2;
+        json_t *v2;
+        if (!json_is_object(v)) {
+            snprintf(err, err_size, "channels.%s must be an object", key);
+            return -1;
+        }
+        json_object_foreach(v, k2, v2)
+        {
+            if (strcmp(k2, "rate") != 0) {
+                snprintf(err, err_size, "channels.%s.%s: unknown key", key, k2);
+                return -1;
+            }
+            if (number(v2, 0, 1e6, &c->rate[ch]) != 0) {
+                snprintf(err, err_size, "channels.%s.rate: bad value", key);
+                return -1;
+            }
+            c->has_rate[ch] = true;
+        }
+    }
+    return 0;
+}
+
+static void apply_change(guards *g, const struct change *c)
+{
+    if (c->has[0])
+        g->merchant_rps = c->merchant_rps;
+    if (c->has[1])
+        g->merchant_burst = c->merchant_burst;
+    if (c->has[2])
+        g->global_rps = c->global_rps;
+    if (c->has[3])
+        g->global_burst = c->global_burst;
+    if (c->has[4])
+        g->adaptive = c->adaptive;
+    if (c->has[5])
+        g->max_inflight = c->max_inflight;
+    for (int i = 0; i < g->channel_count; i++)
+        if (c->has_rate[i])
+            leaky_bucket_set(&g->channels[i].pacer, c->rate[i]);
+    install(g);
+}
+
+int guards_apply(guards *g, const json_t *change, char *err, size_t err_size)
+{
+    struct change c;
+    pthread_mutex_lock(&g->apply_mu);
+    int rc = parse_change(g, change, &c, err, err_size);
+    if (rc == 0) {
+        apply_change(g, &c);
+        char *text = json_dumps(change, JSON_COMPACT | JSON_SORT_KEYS);
+        log_info("guards_changed", "change", text, NULL);
+        free(text);
+        if (save(g) != 0) {
+            snprintf(err, err_size, "the change is in force but %s could not be written",
+                     g->path);
+            rc = -2;
+        }
+    }
+    pthread_mutex_unlock(&g->apply_mu);
+    return rc;
+}
+
+/* Applies DIR/guards.json when it exists. */
+static int load(guards *g, char *err, size_t err_size)
+{
+    if (access(g->path, F_OK) != 0)
+        return 0;
+    json_error_t jerr;
+    json_t *j = json_load_file(g->path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!j) {
+        snprintf(err, err_size, "%s: %s (line %d); fix or delete it", g->path, jerr.text,
+                 jerr.line);
+        return -1;
+    }
+    struct change c;
+    char why[256];
+    int rc = parse_change(g, j, &c, why, sizeof(why));
+    json_decref(j);
+    if (rc != 0) {
+        snprintf(err, err_size, "%s: %s; fix or delete it", g->path, why);
+        return -1;
+    }
+    apply_change(g, &c);
+    log_info("guards_loaded", "path", g->path, "note",
+             "limits changed at run time override the configuration", NULL);
+    return 0;
+}
+
+guards *guards_new(const struct conf *conf, guards_change_fn *on_change, void *arg, char *err,
+                   size_t err_size)
+{
+    guards *g = xcalloc(1, sizeof(*g));
+    snprintf(g->path, sizeof(g->path), "%s/%s", conf->data_dir, GUARDS_FILE);
+    g->on_change = on_change;
+    g->arg = arg;
+    pthread_mutex_init(&g->apply_mu, NULL);
+    g->merchant_rps = conf->merchant_rps;
+    g->merchant_burst = conf->merchant_burst;
+    g->global_rps = conf->global_rps;
+    g->global_burst = conf->global_burst;
+    g->adaptive = conf->adaptive != 0;
+    g->max_inflight = conf->max_inflight;
+    token_bucket_init(&g->global);
+    token_bucket_init(&g->overflow);
+    g->merchants = xcalloc(MERCHANT_SLOTS, sizeof(*g->merchants));
+    adaptive_init(&g->inflight, g->adaptive, g->max_inflight, clock_mono_ns());
+    g->channel_count = conf->channel_count;
+    g->channels = xcalloc((size_t)conf->channel_count, sizeof(*g->channels));
+    struct breaker_config bc = {
+        .window_s = conf->breaker_window_s,
+        .min_calls = conf->breaker_min_calls,
+        .failure_ratio = conf->breaker_failure_ratio,
+        .slow_call_ns = conf->breaker_slow_call_ms * 1000000,
+        .slow_ratio = conf->breaker_slow_ratio,
+        .open_ns = conf->breaker_open_s * NS_PER_S,
+        .half_open_calls = conf->breaker_half_open_calls,
+    };
+    for (int i = 0; i < conf->channel_count; i++) {
+        const struct conf_channel *cc = &conf->channels[i];
+        struct channel_guard *cg = &g->channels[i];
+        snprintf(cg->name, sizeof(cg->name), "%s", cc->name);
+        breaker_init(&cg->breaker, cc->name, &bc, report_transition, g);
+        leaky_bucket_init(&cg->pacer, cc->rate);
+        cg->pace_max_wait_ns = cc->pace_max_wait_ms * 1000000;
+        cg->fallback = -1;
+        for (int j = 0; j < conf->channel_count; j++)
+            if (cc->fallback[0] && strcmp(conf->channels[j].name, cc->fallback) == 0)
+                cg->fallback = j;
+    }
+    pthread_mutex_lock(&g->apply_mu);
+    install(g);
+    int rc = load(g, err, err_size);
+    pthread_mutex_unlock(&g->apply_mu);
+    if (rc != 0) {
+        guards_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+void guards_free(guards *g)
+{
+    if (!g)
+        return;
+    for (int i = 0; i < MERCHANT_SLOTS; i++)
+        free(atomic_load(&g->merchants[i]));
+    free(g->merchants);
+    for (int i = 0; i < g->channel_count; i++)
+        breaker_destroy(&g->channels[i].breaker);
+    free(g->channels);
+    adaptive_destroy(&g->inflight);
+    pthread_mutex_destroy(&g->apply_mu);
+    free(g);
+}
+
+bool guards_take_global(guards *g, int64_t now_ns, int64_t *retry_after_s)
+{
+    int64_t wait;
+    if (token_bucket_take(&g->global, &g->global_limit, now_ns, &wait))
+        return true;
+    *retry_after_s = ceil_s(wait);
+    return false;
+}
+
+/* The merchant's bucket, added on first sight. */
+static struct token_bucket *merchant_bucket(guards *g, const char *id)
+{
+    uint64_t h = hash_str(id);
+    for (uint64_t i = 0; i < MERCHANT_SLOTS; i++) {
+        _Atomic(struct merchant_bucket *) *slot = &g->merchants[(h + i) & (MERCHANT_SLOTS - 1)];
+        struct merchant_bucket *mb = atomic_load_explicit(slot, memory_order_acquire);
+        if (mb) {
+            if (strcmp(mb->id, id) == 0)
+                return &mb->bucket;
+            continue;
+        }
+        if (atomic_load_explicit(&g->merchant_count, memory_order_relaxed) >= MERCHANTS_MAX)
+            break;
+        struct merchant_bucket *fresh = xcalloc(1, sizeof(*fresh));
+        snprintf(fresh->id, sizeof(fresh->id), "%s", id);
+        token_bucket_init(&fresh->bucket);
+        struct merchant_bucket *expected = NULL;
+        if (atomic_compare_exchange_strong_explicit(slot, &expected, fresh, memory_order_acq_rel,
+                                                    memory_order_acquire)) {
+            atomic_fetch_add(&g->merchant_count, 1);
+            return &fresh->bucket;
+        }
+        free(fresh);
+        if (strcmp(expected->id, id) == 0)
+            return &expected->bucket;
+    }
+    static atomic_bool warned;
+    if (!atomic_exchange(&warned, true))
+        log_warn("merchant_limits_full", "note",
+                 "more merchants than the limiter's table holds; the rest share one bucket",
+                 NULL);
+    return &g->overflow;
+}
+
+bool guards_take_merchant(guards *g, const char *merchant_id, int64_t now_ns,
+                          int64_t *retry_after_s)
+{
+    if (atomic_load_explicit(&g->merchant_limit.interval_ns, memory_order_relaxed) == 0) {
+        atomic_fetch_add_explicit(&g->merchant_admitted, 1, memory_order_relaxed);
+        return true;
+    }
+    int64_t wait;
+    if (token_bucket_take(merchant_bucket(g, merchant_id), &g->merchant_limit, now_ns, &wait)) {
+        atomic_fetch_add_explicit(&g->merchant_admitted, 1, memory_order_relaxed);
+        return true;
+    }
+    atomic_fetch_add_explicit(&g->merchant_rejected, 1, memory_order_relaxed);
+    *retry_after_s = ceil_s(wait);
+    return false;
+}
+
+struct adaptive_limit *guards_inflight(guards *g)
+{
+    return &g->inflight;
+}
+
+struct breaker *guards_breaker(guards *g, int channel)
+{
+    return &g->channels[channel].breaker;
+}
+
+struct leaky_bucket *guards_pacer(guards *g, int channel)
+{
+    return &g->channels[channel].pacer;
+}
+
+int64_t guards_pace_max_wait_ns(const guards *g, int channel)
+{
+    return g->channels[channel].pace_max_wait_ns;
+}
+
+int guards_fallback(const guards *g, int channel)
+{
+    return g->channels[channel].fallback;
+}
+
+const char *guards_channel_status(guards *g, int channel, int64_t now_ns)
+{
+    switch (breaker_state_at(&g->channels[channel].breaker, now_ns)) {
+    case BREAKER_OPEN:
+        return "down";
+    case BREAKER_HALF_OPEN:
+        return "degraded";
+    default:
+        return "up";
+    }
+}
+
+int64_t guards_open_remaining_s(guards *g, int channel, int64_t now_ns)
+{
+    struct breaker *b = &g->channels[channel].breaker;
+    return ceil_s(atomic_load(&b->opened_ns) + b->cfg.open_ns - now_ns);
+}
+
+json_t *guards_view(guards *g, int64_t now_ns)
+{
+    pthread_mutex_lock(&g->apply_mu);
+    double tokens = token_bucket_tokens(&g->global, &g->global_limit, now_ns);
+    json_t *global = json_pack(
+        "{s:f, s:I, s:o, s:I, s:I}", "rate", g->global_rps, "burst",
+        (json_int_t)atomic_load(&g->global_limit.burst), "tokens",
+        isinf(tokens) ? json_null() : json_real(floor(tokens * 1000) / 1000), "admitted",
+        (json_int_t)atomic_load(&g->global.admitted), "rejected",
+        (json_int_t)atomic_load(&g->global.rejected));
+    json_t *merchant = json_pack(
+        "{s:f, s:I, s:I, s:I, s:I}", "rate", g->merchant_rps, "burst",
+        (json_int_t)atomic_load(&g->merchant_limit.burst), "merchants",
+        (json_int_t)atomic_load(&g->merchant_count), "admitted",
+        (json_int_t)atomic_load(&g->merchant_admitted), "rejected",
+        (json_int_t)atomic_load(&g->merchant_rejected));
+    json_t *inflight = json_pack(
+        "{s:b, s:I, s:I, s:I, s:f, s:f, s:I, s:I}", "adaptive", g->adaptive, "max_inflight",
+        (json_int_t)g->max_inflight, "limit", (json_int_t)atomic_load(&g->inflight.limit),
+        "in_flight", (json_int_t)atomic_load(&g->inflight.inflight), "floor_ms",
+        (double)atomic_load(&g->inflight.floor_ns) / 1e6, "last_mean_ms",
+        (double)atomic_load(&g->inflight.last_mean_ns) / 1e6, "admitted",
+        (json_int_t)atomic_load(&g->inflight.admitted), "rejected",
+        (json_int_t)atomic_load(&g->inflight.rejected));
+    json_t *limits = json_pack("{s:o, s:o, s:o}", "global", global, "merchant", merchant,
+                               "inflight", inflight);
+    pthread_mutex_unlock(&g->apply_mu);
+    json_t *chans = json_array();
+    for (int i = 0; i < g->channel_count; i++) {
+        struct channel_guard *cg = &g->channels[i];
+        struct breaker *b = &cg->breaker;
+        enum breaker_state st = breaker_state_at(b, now_ns);
+        int64_t calls, failures, slow;
+        breaker_window(b, now_ns, &calls, &failures, &slow);
+        json_t *bj = json_pack(
+            "{s:s, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:{s:I, s:I, s:f, s:I, s:f, s:I, s:I}}",
+            "state", breaker_state_name(st), "window", "calls", (json_int_t)calls, "failures",
+            (json_int_t)failures, "slow", (json_int_t)slow, "allowed",
+            (json_int_t)atomic_load(&b->allowed), "denied", (json_int_t)atomic_load(&b->denied),
+            "transitions", (json_int_t)atomic_load(&b->transitions), "config", "window_s",
+            (json_int_t)b->cfg.window_s, "min_calls", (json_int_t)b->cfg.min_calls,
+            "failure_ratio", b->cfg.failure_ratio, "slow_call_ms",
+            (json_int_t)(b->cfg.slow_call_ns / 1000000), "slow_ratio", b->cfg.slow_ratio,
+            "open_s", (json_int_t)(b->cfg.open_ns / NS_PER_S), "half_open_calls",
+            (json_int_t)b->cfg.half_open_calls);
+        if (st == BREAKER_OPEN)
+            json_object_set_new(bj, "open_remaining_s",
+                                json_integer(guards_open_remaining_s(g, i, now_ns)));
+        json_array_append_new(
+            chans, json_pack("{s:s, s:s, s:o, s:{s:f, s:I, s:I, s:I, s:f}, s:o}", "id", cg->name,
+                             "status", guards_channel_status(g, i, now_ns), "breaker", bj,
+                             "pacer", "rate", leaky_bucket_rate(&cg->pacer), "max_wait_ms",
+                             (json_int_t)(cg->pace_max_wait_ns / 1000000), "paced",
+                             (json_int_t)atomic_load(&cg->pacer.paced), "deferred",
+                             (json_int_t)atomic_load(&cg->pacer.deferred), "waited_s",
+                             (double)atomic_load(&cg->pacer.waited_ns) / 1e9, "fallback",
+                             cg->fallback >= 0 ? json_string(g->channels[cg->fallback].name)
+                                               : json_null()));
+    }
+    json_object_set_new(limits, "channels", chans);
+    return limits;
+}
+
+static char *append(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static char *append(char *buf, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *line = NULL;
+    PAYD_ASSERT(vasprintf(&line, fmt, ap) >= 0);
+    va_end(ap);
+    size_t old = buf ? strlen(buf) : 0, add = strlen(line);
+    buf = xrealloc(buf, old + add + 1);
+    memcpy(buf + old, line, add + 1);
+    free(line);
+    return buf;
+}
+
+char *guards_metrics(guards *g, char *buf, int64_t now_ns)
+{
+    buf = append(buf, "# HELP payd_limiter_admitted_total Requests a limiter let through.\n"
+                      "# TYPE payd_limiter_admitted_total counter\n"
+                      "payd_limiter_admitted_total{limiter=\"global\"} %llu\n"
+                      "payd_limiter_admitted_total{limiter=\"merchant\"} %llu\n"
+                      "payd_limiter_admitted_total{limiter=\"inflight\"} %llu\n",
+                 (unsigned long long)atomic_load(&g->global.admitted),
+                 (unsigned long long)atomic_load(&g->merchant_admitted),
+                 (unsigned long long)atomic_load(&g->inflight.admitted));
+    buf = append(buf, "# HELP payd_limiter_rejected_total Requests a limiter refused.\n"
+                      "# TYPE payd_limiter_rejected_total counter\n"
+                      "payd_limiter_rejected_total{limiter=\"global\"} %llu\n"
+                      "payd_limiter_rejected_total{limiter=\"merchant\"} %llu\n"
+                      "payd_limiter_rejected_total{limiter=\"inflight\"} %llu\n",
+                 (unsigned long long)atomic_load(&g->global.rejected),
+                 (unsigned long long)atomic_load(&g->merchant_rejected),
+                 (unsigned long long)atomic_load(&g->inflight.rejected));
+    buf = append(buf,
+                 "# HELP payd_inflight Write requests (order and payment creations) in flight.\n"
+                 "# TYPE payd_inflight gauge\npayd_inflight %lld\n"
+                 "# HELP payd_inflight_limit The adaptive (or fixed) limit on them.\n"
+                 "# TYPE payd_inflight_limit gauge\npayd_inflight_limit %lld\n",
+                 (long long)atomic_load(&g->inflight.inflight),
+                 (long long)atomic_load(&g->inflight.limit));
+    buf = append(buf, "# HELP payd_breaker_state Channel breaker: 0 closed, 1 open, 2 half-open.\n"
+                      "# TYPE payd_breaker_state gauge\n");
+    for (int i = 0; i < g->channel_count; i++)
+        buf = append(buf, "payd_breaker_state{channel=\"%s\"} %d\n", g->channels[i].name,
+                     (int)breaker_state_at(&g->channels[i].breaker, now_ns));
+    buf = append(buf, "# HELP payd_breaker_transitions_total Breaker state changes.\n"
+                      "# TYPE payd_breaker_transitions_total counter\n");
+    for (int i = 0; i < g->channel_count; i++)
+        buf = append(buf, "payd_breaker_transitions_total{channel=\"%s\"} %llu\n",
+                     g->channels[i].name,
+                     (unsigned long long)atomic_load(&g->channels[i].breaker.transitions));
+    buf = append(buf, "# HELP payd_channel_deferred_total Calls put back in the queue by the "
+                      "pacer or an open breaker.\n# TYPE payd_channel_deferred_total counter\n");
+    for (int i = 0; i < g->channel_count; i++)
+        buf = append(buf, "payd_channel_deferred_total{channel=\"%s\",reason=\"pacer\"} %llu\n",
+                     g->channels[i].name,
+                     (unsigned long long)atomic_load(&g->channels[i].pacer.deferred));
+    for (int i = 0; i < g->channel_count; i++)
+        buf = append(buf, "payd_channel_deferred_total{channel=\"%s\",reason=\"breaker\"} %llu\n",
+                     g->channels[i].name,
+                     (unsigned long long)atomic_load(&g->channels[i].breaker.denied));
+    return buf;
+}
