@@ -546,6 +546,12 @@ json_t *guards_view(guards *g, int64_t now_ns)
         if (st == BREAKER_OPEN)
             json_object_set_new(bj, "open_remaining_s",
                                 json_integer(guards_open_remaining_s(g, i, now_ns)));
+        if (st == BREAKER_HALF_OPEN) {
+            pthread_mutex_lock(&b->mu);
+            json_object_set_new(bj, "probes_issued", json_integer(b->probes_issued));
+            json_object_set_new(bj, "probes_succeeded", json_integer(b->probes_ok));
+            pthread_mutex_unlock(&b->mu);
+        }
         json_array_append_new(
             chans, json_pack("{s:s, s:s, s:o, s:{s:f, s:I, s:I, s:I, s:f}, s:o}", "id", cg->name,
                              "status", guards_channel_status(g, i, now_ns), "breaker", bj,
