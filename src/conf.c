@@ -60,6 +60,7 @@ static const struct key keys[] = {
     INT_KEY("limits", "global_burst", global_burst, 0, 10000000, "0"),
     ENUM_KEY("limits", "adaptive", adaptive, on_off, "on"),
     INT_KEY("limits", "max_inflight", max_inflight, 1, 1000000, "1000"),
+    REAL_KEY("limits", "adaptive_tolerance", adaptive_tolerance, 1.1, 100, "2"),
     INT_KEY("breaker", "window_s", breaker_window_s, 1, 600, "10"),
     INT_KEY("breaker", "min_calls", breaker_min_calls, 1, 1000000, "20"),
     REAL_KEY("breaker", "failure_ratio", breaker_failure_ratio, 0.01, 1, "0.5"),

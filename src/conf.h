@@ -44,6 +44,7 @@ struct conf {
     int64_t global_burst;
     int64_t adaptive; /* 0 off, 1 on */
     int64_t max_inflight;
+    double adaptive_tolerance;
     /* [breaker] */
     int64_t breaker_window_s;
     int64_t breaker_min_calls;

@@ -18,8 +18,10 @@
 #include "core/ids.h"
 #include "util/util.h"
 
-/* Who may call a route, and whether it writes (takes an in-flight place). */
-enum access { OPEN, MERCHANT, MERCHANT_WRITE, ADMIN };
+/* Who may call a route, and whether it writes (takes an in-flight place):
+ * MERCHANT_START starts new work (an order) and yields to MERCHANT_WRITE
+ * (the payment of an existing order) under overload. */
+enum access { OPEN, MERCHANT, MERCHANT_START, MERCHANT_WRITE, ADMIN };
 
 struct route {
     const char *method;
@@ -29,7 +31,7 @@ struct route {
 };
 
 #define ROUTES(X)                                                                          \
-    X("POST", "/v1/orders", MERCHANT_WRITE, api_order_create)                              \
+    X("POST", "/v1/orders", MERCHANT_START, api_order_create)                              \
     X("GET", "/v1/orders/{id}", MERCHANT, api_order_get)                                   \
     X("POST", "/v1/payments", MERCHANT_WRITE, api_payment_create)                          \
     X("GET", "/v1/payments", MERCHANT, api_payment_list)                                   \
@@ -157,8 +159,8 @@ static bool admit(struct api_ctx *c, http_req *r, enum access access, bool v1)
         rate_limited(r, retry, false);
         return false;
     }
-    if (access == MERCHANT_WRITE) {
-        if (!adaptive_acquire(guards_inflight(g))) {
+    if (access == MERCHANT_WRITE || access == MERCHANT_START) {
+        if (!adaptive_acquire(guards_inflight(g), access == MERCHANT_START)) {
             api_degraded(r, 1, API_MSG_OVERLOADED);
             return false;
         }

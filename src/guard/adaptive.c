@@ -21,7 +21,15 @@ void adaptive_init(struct adaptive_limit *a, bool enabled, int64_t max_inflight,
     atomic_init(&a->floor_ns, 0);
     atomic_init(&a->last_mean_ns, 0);
     a->limit_f = (double)start;
+    a->tolerance = ADAPTIVE_TOLERANCE;
     pthread_mutex_init(&a->mu, NULL);
+}
+
+void adaptive_set_tolerance(struct adaptive_limit *a, double tolerance)
+{
+    pthread_mutex_lock(&a->mu);
+    a->tolerance = tolerance;
+    pthread_mutex_unlock(&a->mu);
 }
 
 void adaptive_destroy(struct adaptive_limit *a)
@@ -40,10 +48,15 @@ void adaptive_configure(struct adaptive_limit *a, bool enabled, int64_t max_infl
     pthread_mutex_unlock(&a->mu);
 }
 
-bool adaptive_acquire(struct adaptive_limit *a)
+bool adaptive_acquire(struct adaptive_limit *a, bool low_priority)
 {
     int64_t n = atomic_fetch_add_explicit(&a->inflight, 1, memory_order_relaxed) + 1;
-    if (n > atomic_load_explicit(&a->limit, memory_order_relaxed)) {
+    int64_t limit = atomic_load_explicit(&a->limit, memory_order_relaxed);
+    if (low_priority) {
+        int64_t share = (int64_t)((double)limit * ADAPTIVE_LOW_SHARE);
+        limit = share > 0 ? share : 1;
+    }
+    if (n > limit) {
         atomic_fetch_sub_explicit(&a->inflight, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&a->rejected, 1, memory_order_relaxed);
         return false;
@@ -70,7 +83,7 @@ static void update(struct adaptive_limit *a, int64_t mean_ns, int64_t peak)
         floor_ns = mean_ns > 0 ? mean_ns : 1;
     atomic_store(&a->floor_ns, floor_ns);
     atomic_store(&a->last_mean_ns, mean_ns);
-    double gradient = ADAPTIVE_TOLERANCE * (double)floor_ns / (double)(mean_ns > 0 ? mean_ns : 1);
+    double gradient = a->tolerance * (double)floor_ns / (double)(mean_ns > 0 ? mean_ns : 1);
     if (gradient > 1)
         gradient = 1;
     if (gradient < 0.5)

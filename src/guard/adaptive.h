@@ -7,7 +7,7 @@
  * Requests report their latency when they end. Every window (at least
  * ADAPTIVE_WINDOW_NS and ADAPTIVE_WINDOW_SAMPLES samples) the limit moves:
  *
- *   gradient = clamp(tolerance * floor / mean, 0.5, 1)
+ *   gradient = clamp(tolerance * floor / mean, 0.5, 1)   (tolerance [2])
  *   limit    = limit * (1 - s) + s * (limit * gradient + sqrt(limit))
  *
  * where mean is the window's mean latency, floor the lowest window mean seen
@@ -33,6 +33,7 @@
 #define ADAPTIVE_MIN_LIMIT 4
 #define ADAPTIVE_TOLERANCE 2.0
 #define ADAPTIVE_SMOOTHING 0.2
+#define ADAPTIVE_LOW_SHARE 0.75
 
 struct adaptive_limit {
     atomic_bool enabled;
@@ -45,6 +46,7 @@ struct adaptive_limit {
     /* the estimator, under mu (taken by one thread per window, try-lock) */
     pthread_mutex_t mu;
     double limit_f;
+    double tolerance; /* ADAPTIVE_TOLERANCE unless set */
     _Atomic int64_t floor_ns; /* 0 until measured */
     _Atomic int64_t last_mean_ns;
 };
@@ -54,8 +56,16 @@ void adaptive_destroy(struct adaptive_limit *a);
 /* Run-time change of the switch or the ceiling. */
 void adaptive_configure(struct adaptive_limit *a, bool enabled, int64_t max_inflight);
 
-/* Admits one request, or refuses (false) when the limit is reached. */
-bool adaptive_acquire(struct adaptive_limit *a);
+/* How far above the floor the mean latency may go before the limit
+ * shrinks (> 1). */
+void adaptive_set_tolerance(struct adaptive_limit *a, double tolerance);
+
+/* Admits one request, or refuses (false) when the limit is reached. A
+ * request that starts new work (low_priority: an order creation) gets only
+ * ADAPTIVE_LOW_SHARE of the limit, so that under overload the places left
+ * go to work already begun (the payment of an order created), which
+ * otherwise would be wasted. */
+bool adaptive_acquire(struct adaptive_limit *a, bool low_priority);
 /* An admitted request ended after latency_ns; may close the window. */
 void adaptive_release(struct adaptive_limit *a, int64_t latency_ns, int64_t now_ns);
 

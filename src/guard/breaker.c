@@ -224,8 +224,10 @@ void breaker_record(struct breaker *b, const struct breaker_ticket *t, enum brea
     breaker_window(b, now_ns, &calls, &failures, &slows);
     if (calls < b->cfg.min_calls)
         return;
-    bool failing = (double)failures >= b->cfg.failure_ratio * (double)calls;
-    bool slowing = (double)slows >= b->cfg.slow_ratio * (double)calls;
+    /* Compare shares, not ratio * calls: 0.07 * 100 is 7.000000000000001,
+     * so 7 failures of 100 would not reach a failure_ratio of 0.07. */
+    bool failing = (double)failures / (double)calls >= b->cfg.failure_ratio;
+    bool slowing = (double)slows / (double)calls >= b->cfg.slow_ratio;
     if (!failing && !slowing)
         return;
     char why[96];

@@ -345,6 +345,7 @@ guards *guards_new(const struct conf *conf, guards_change_fn *on_change, void *a
     token_bucket_init(&g->overflow);
     g->merchants = xcalloc(MERCHANT_SLOTS, sizeof(*g->merchants));
     adaptive_init(&g->inflight, g->adaptive, g->max_inflight, clock_mono_ns());
+    adaptive_set_tolerance(&g->inflight, conf->adaptive_tolerance);
     g->channel_count = conf->channel_count;
     g->channels = xcalloc((size_t)conf->channel_count, sizeof(*g->channels));
     struct breaker_config bc = {
