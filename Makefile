@@ -3,7 +3,7 @@
 #   make            build build/payd and the tools
 #   make run        build and start payd embedded on 127.0.0.1:8080 (data in ./payd-data)
 #   make test       unit and integration tests, then the same under ASan+UBSan
-#   make bench      the end-to-end benchmark (bench/flow.sh)
+#   make bench      the benchmarks (bench/flow.sh, bench/overload.sh, build/guard_micro)
 #
 # Each target installs missing Debian packages first (scripts/deps.sh).
 
@@ -44,6 +44,9 @@ $(B)/paybench: $(wildcard tools/paybench/*.c) $(wildcard tools/paybench/*.h)
 	@mkdir -p $(B)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) -D_GNU_SOURCE -o $@ $(filter %.c,$^) -ljansson -lpthread -lm
 
+$(B)/guard_micro: bench/guard_micro.c $(LIB_OBJ)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $< $(LIB_OBJ) $(LIBS)
+
 $(B)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $< $(LIB_OBJ) $(LIBS) -lcmocka
@@ -76,9 +79,11 @@ test-integration-asan: $(B)/payd
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_SLOW=1 python3 tests/integration/run.py
 
-bench: all
+bench: all $(B)/guard_micro
 	@scripts/deps.sh bench
 	bench/flow.sh
+	bench/overload.sh
+	bench/guard.sh
 
 clean:
 	rm -rf build build-asan
