@@ -20,6 +20,7 @@ LADDER_CONNECTIONS="${LADDER_CONNECTIONS:-1024}"
 KEEP_TMP="${KEEP_TMP:-0}"
 PAYD_ENV=()
 PAYBENCH_PREFIX=()  # e.g. (nice -n -10): how paybench is started
+PAYD_PREFIX=()      # e.g. (taskset -c 0): how payd is started
 
 log() { printf '%s: %s\n' "$BENCH_NAME" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -223,7 +224,7 @@ start_payd() {
     local data="$1"
     PAYD_PORT="$(free_port)" || die "no free port"
     PAYD_KEY="sk_bench_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
-    env "${PAYD_ENV[@]}" PAYD_DEMO_KEY="$PAYD_KEY" "$PAYD" serve --listen "127.0.0.1:$PAYD_PORT" \
+    "${PAYD_PREFIX[@]}" env "${PAYD_ENV[@]}" PAYD_DEMO_KEY="$PAYD_KEY" "$PAYD" serve --listen "127.0.0.1:$PAYD_PORT" \
         --data-dir "$data" >"$data.log" 2>&1 &
     PAYD_PID=$!
     if ! wait_ready "http://127.0.0.1:$PAYD_PORT/healthz" "$PAYD_PID"; then

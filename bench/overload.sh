@@ -28,12 +28,13 @@
 #
 # Environment (defaults in brackets): CAPACITY_CONCURRENCY [128]
 #   CAPACITY_DURATION [10]  DURATION [15]  WARMUP [5]  REPEAT [3]  FACTOR [3]  LADDER_CONNECTIONS [1024]
-#   MODES ["adaptive fixed none"]  TOLERANCE [unset: payd's default]  KEEP_TMP [0]  RESULTS [bench/RESULTS.md]
+#   MODES ["adaptive fixed none"]  TOLERANCE [unset: payd's default]  SPLIT_CPUS [0]
+#   KEEP_TMP [0]  RESULTS [bench/RESULTS.md]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 COMMAND_LINE=""
-for v in CAPACITY_CONCURRENCY CAPACITY_DURATION DURATION WARMUP REPEAT FACTOR TOLERANCE LADDER_CONNECTIONS MODES; do
+for v in CAPACITY_CONCURRENCY CAPACITY_DURATION DURATION WARMUP REPEAT FACTOR TOLERANCE LADDER_CONNECTIONS MODES SPLIT_CPUS; do
     if [[ -n "${!v:-}" ]]; then COMMAND_LINE+="$(printf '%s=%q ' "$v" "${!v}")"; fi
 done
 COMMAND_LINE+="bench/overload.sh"
@@ -45,6 +46,7 @@ WARMUP="${WARMUP:-5}"
 REPEAT="${REPEAT:-3}"
 FACTOR="${FACTOR:-3}"
 MODES="${MODES:-adaptive fixed none}"
+SPLIT_CPUS="${SPLIT_CPUS:-0}"
 RESULTS="${RESULTS-$ROOT/bench/RESULTS.md}"
 
 BENCH_NAME=overload
@@ -61,6 +63,14 @@ done
 # that is late to send or to read measures its own scheduling, not payd.
 # (Its lag is reported: paybench's schedule line.)
 if [[ "$(id -u)" == 0 ]]; then PAYBENCH_PREFIX=(nice -n -10); fi
+# SPLIT_CPUS=1: payd on CPU 0 and paybench on CPU 1, in every run
+# (capacity included), so that the client generating three times the load
+# never takes the server's CPU: what is measured is payd's own overload.
+if [[ "$SPLIT_CPUS" == 1 ]]; then
+    (($(nproc) >= 2)) || die "SPLIT_CPUS=1 needs two CPUs"
+    PAYD_PREFIX=(taskset -c 0)
+    PAYBENCH_PREFIX+=(taskset -c 1)
+fi
 
 mode_env() {
     case "$1" in
@@ -165,7 +175,7 @@ if [[ -n "$RESULTS" ]]; then
         echo
         echo "## Overload: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
         echo
-        echo "Command: \`$COMMAND_LINE\`"
+        echo "Command: \`$COMMAND_LINE\`$([[ "$SPLIT_CPUS" == 1 ]] && echo " (payd on CPU 0, paybench on CPU 1)")"
         echo
         echo "$REPORT"
     } >>"$RESULTS"
