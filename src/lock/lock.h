@@ -8,12 +8,13 @@
  * the newest it has seen for the order. The lock saves wasted work; the
  * fencing check is what keeps a stale holder from writing.
  *
- * Backends: local (an in-process table, embedded mode); Redis comes with the
- * cluster mode, behind the same table of functions.
+ * Backends: local (an in-process table, embedded mode) and Redis (cluster
+ * mode, several payd processes), behind the same table of functions.
  */
 #ifndef PAYD_LOCK_LOCK_H
 #define PAYD_LOCK_LOCK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum lock_rc {
@@ -43,6 +44,17 @@ struct lock_service {
 /* The in-process backend. Tokens start above min_token (pass the largest
  * fence the store holds, so tokens keep growing across restarts). */
 lock_service *lock_local_new(int64_t min_token);
+
+/* The Redis backend. url: redis://[:password@]host:port[/db] or
+ * unix:/path. Tokens are larger than min_token and than every token
+ * Redis granted before. NULL with a message in err when Redis cannot be
+ * reached or the URL is bad.
+ *
+ * A lease is renewed by the backend itself every ttl/3 until it is
+ * released, so a holder stuck in a slow call keeps it while its process
+ * lives. Every call gives up within about a second when Redis is slow or
+ * down (LOCK_E_IO). */
+lock_service *lock_redis_new(const char *url, int64_t min_token, char *err, size_t err_size);
 
 static inline int lock_acquire(lock_service *l, const char *key, int64_t ttl_ms,
                                int64_t wait_ms, int64_t *token)
