@@ -3,30 +3,36 @@
 #   make            build build/payd and the tools
 #   make run        build and start payd embedded on 127.0.0.1:8080 (data in ./payd-data)
 #   make test       unit and integration tests, then the same under ASan+UBSan
-#   make bench      the benchmarks (bench/flow.sh, bench/overload.sh, build/guard_micro)
+#   make bench      the benchmarks (bench/flow.sh, bench/overload.sh, build/guard_micro,
+#                   bench/redis_limit.sh)
 #
 # Each target installs missing Debian packages first (scripts/deps.sh).
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
-DEFS    := -D_GNU_SOURCE -Isrc
-LIBS    := -lmicrohttpd -ljansson -lsqlite3 -linih -lcrypto -lpthread -lm
+DEFS    := -D_GNU_SOURCE -Isrc -I/usr/include/postgresql
+LIBS    := -lmicrohttpd -ljansson -lsqlite3 -lpq -lhiredis -linih -lcrypto -lpthread -lm
 
 SRC     := $(shell find src -name '*.c' | sort)
 LIB_SRC := $(filter-out src/payd.c,$(SRC))
 HDRS    := $(shell find src -name '*.h')
 
 B       ?= build
+# Debian's interpreter, which sees Debian's python3-* packages (a pyenv or
+# virtualenv python3 first on PATH would not).
+PYTHON  ?= /usr/bin/python3
 SAN     :=
-OBJ     := $(patsubst src/%.c,$(B)/obj/%.o,$(SRC))
-LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC))
+MIGRATIONS := $(sort $(wildcard src/store/migrations/*.sql))
+GEN_OBJ := $(B)/obj/gen/pg_migrations.o
+OBJ     := $(patsubst src/%.c,$(B)/obj/%.o,$(SRC)) $(GEN_OBJ)
+LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC)) $(GEN_OBJ)
 
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 TOOLS      := $(if $(wildcard tools/paybench/*.c),$(B)/paybench)
 
-.PHONY: all deps run test test-unit test-integration test-asan bench clean
+.PHONY: all deps run test test-unit test-integration test-integration-pg test-asan bench clean
 
 all: deps $(B)/payd $(TOOLS)
 
@@ -34,6 +40,15 @@ deps:
 	@scripts/deps.sh
 
 $(B)/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -c $< -o $@
+
+# The PostgreSQL schema, compiled in (src/store/pg_migrations.h).
+$(B)/gen/pg_migrations.c: $(MIGRATIONS) scripts/embed_sql.sh
+	@mkdir -p $(dir $@)
+	scripts/embed_sql.sh $@ $(MIGRATIONS)
+
+$(GEN_OBJ): $(B)/gen/pg_migrations.c src/store/pg_migrations.h
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -c $< -o $@
 
@@ -47,6 +62,9 @@ $(B)/paybench: $(wildcard tools/paybench/*.c) $(wildcard tools/paybench/*.h)
 $(B)/guard_micro: bench/guard_micro.c $(LIB_OBJ)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $< $(LIB_OBJ) $(LIBS)
 
+$(B)/redis_limit_micro: bench/redis_limit_micro.c $(LIB_OBJ)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $< $(LIB_OBJ) $(LIBS)
+
 $(B)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $< $(LIB_OBJ) $(LIBS) -lcmocka
@@ -55,14 +73,18 @@ run: all
 	$(B)/payd serve
 
 test: all
-	$(MAKE) test-unit test-integration
+	$(MAKE) test-unit test-integration test-integration-pg
 	$(MAKE) test-asan
 
 test-unit: $(UNIT_BIN)
 	@tests/unit/run.sh $(UNIT_BIN)
 
 test-integration: $(B)/payd
-	PAYD_BIN=$(abspath $(B)/payd) python3 tests/integration/run.py
+	PAYD_BIN=$(abspath $(B)/payd) $(PYTHON) tests/integration/run.py
+
+# The same suite with every payd storing its data in PostgreSQL.
+test-integration-pg: $(B)/payd
+	PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_STORE=postgres $(PYTHON) tests/integration/run.py
 
 # The whole suite again, built with AddressSanitizer and UndefinedBehaviorSanitizer.
 test-asan:
@@ -77,13 +99,14 @@ test-unit-asan: $(UNIT_BIN)
 
 test-integration-asan: $(B)/payd
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_SLOW=1 python3 tests/integration/run.py
+	    PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_SLOW=1 $(PYTHON) tests/integration/run.py
 
-bench: all $(B)/guard_micro
+bench: all $(B)/guard_micro $(B)/redis_limit_micro
 	@scripts/deps.sh bench
 	bench/flow.sh
 	bench/overload.sh
 	bench/guard.sh
+	bench/redis_limit.sh
 
 clean:
 	rm -rf build build-asan

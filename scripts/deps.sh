@@ -3,12 +3,15 @@
 # any is missing. Runs apt-get update first (a fresh machine's package lists
 # are stale or empty) and uses sudo when not root.
 #
-#   scripts/deps.sh          build and test dependencies
-#   scripts/deps.sh bench    also the benchmark's (nginx, wrk)
+#   scripts/deps.sh          build and test dependencies, which include what
+#                            the cluster tests run: PostgreSQL 15, Redis, nginx
+#   scripts/deps.sh cluster  the same (for deploy/local-cluster/up)
+#   scripts/deps.sh bench    also the benchmark's (wrk, jq)
 set -euo pipefail
 
 pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
-      libinih-dev libssl-dev libcmocka-dev python3 sqlite3 curl)
+      libinih-dev libssl-dev libcmocka-dev libpq-dev python3 sqlite3 curl
+      postgresql-15 python3-psycopg2 libhiredis-dev redis-server nginx-light iproute2)
 if [ "${1:-}" = bench ]; then
     pkgs+=(nginx-light wrk jq)
 fi

@@ -37,6 +37,8 @@ static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const channel_types[] = {"sandbox", NULL};
 static const char *const on_off[] = {"off", "on", NULL};
+static const char *const store_backends[] = {"sqlite", "postgres", NULL};
+static const char *const lock_backends[] = {"local", "redis", NULL};
 
 #define INT_KEY(sec, nm, field, lo, hi, def)                                              \
     {sec, nm, KEY_INT, offsetof(struct conf, field), lo, hi, NULL, def, 0, 0}
@@ -54,6 +56,9 @@ static const struct key keys[] = {
     INT_KEY("server", "max_body_bytes", max_body_bytes, 256, 64 << 20, "65536"),
     INT_KEY("server", "http_threads", http_threads, 1, 64, "2"),
     STR_KEY("server", "admin_key", admin_key, ""),
+    STR_KEY("server", "roles", roles_text, "api,worker"),
+    ENUM_KEY("lock", "backend", lock_backend, lock_backends, "local"),
+    STR_KEY("lock", "url", lock_url, ""),
     REAL_KEY("limits", "merchant_rps", merchant_rps, 0, 1e7, "0"),
     INT_KEY("limits", "merchant_burst", merchant_burst, 0, 10000000, "0"),
     REAL_KEY("limits", "global_rps", global_rps, 0, 1e7, "0"),
@@ -68,6 +73,10 @@ static const struct key keys[] = {
     REAL_KEY("breaker", "slow_ratio", breaker_slow_ratio, 0.01, 1, "0.8"),
     INT_KEY("breaker", "open_s", breaker_open_s, 1, 86400, "5"),
     INT_KEY("breaker", "half_open_calls", breaker_half_open_calls, 1, 1000, "3"),
+    ENUM_KEY("store", "backend", store_backend, store_backends, "sqlite"),
+    STR_KEY("store", "url", store_url, ""),
+    INT_KEY("store", "pool_size", store_pool_size, 1, 1000, "8"),
+    INT_KEY("store", "writers", store_writers, 1, 64, "2"),
     INT_KEY("store", "max_batch", store_max_batch, 1, 100000, "1024"),
     INT_KEY("store", "queue_capacity", store_queue_capacity, 16, 1 << 22, "16384"),
     INT_KEY("worker", "threads", worker_threads, 1, 1024, "64"),
@@ -92,6 +101,8 @@ static const struct key channel_keys[] = {
      60000, NULL, "1000", 0, 0},
     {"channel", "fallback", KEY_STR, offsetof(struct conf_channel, fallback), 0,
      sizeof(((struct conf_channel *)0)->fallback), NULL, "", 0, 0},
+    {"channel", "journal", KEY_STR, offsetof(struct conf_channel, journal), 0,
+     sizeof(((struct conf_channel *)0)->journal), NULL, "", 0, 0},
 };
 
 static int set_value(void *base, const struct key *k, const char *section, const char *value,
@@ -439,6 +450,67 @@ int conf_listen_split(const char *listen, char host[128], int *port)
     return 0;
 }
 
+/* Parses [server] roles ("api", "worker", or both, comma-separated) into
+ * bits; 0 when it is not that. */
+static int parse_roles(const char *text)
+{
+    int roles = 0;
+    char buf[sizeof(((struct conf *)0)->roles_text)];
+    snprintf(buf, sizeof(buf), "%s", text);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ')
+            t++;
+        size_t n = strlen(t);
+        while (n > 0 && t[n - 1] == ' ')
+            t[--n] = '\0';
+        int bit = strcmp(t, "api") == 0 ? ROLE_API : strcmp(t, "worker") == 0 ? ROLE_WORKER : 0;
+        if (!bit || (roles & bit))
+            return 0;
+        roles |= bit;
+    }
+    return roles;
+}
+
+/* What the cluster keys need of each other. */
+static int finish_cluster(struct conf *conf, char err[CONF_ERR_MAX])
+{
+    conf->roles = parse_roles(conf->roles_text);
+    if (!conf->roles) {
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [server] roles: '%s' is not api, worker or api,worker",
+                 conf->roles_text);
+        return -1;
+    }
+    bool shared = conf->store_backend == STORE_BACKEND_POSTGRES;
+    if (conf->roles != (ROLE_API | ROLE_WORKER) && !shared) {
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [server] roles: an instance with one role shares its store with"
+                 " others; that needs [store] backend = postgres");
+        return -1;
+    }
+    if (shared && conf->store_url[0] == '\0') {
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [store] url: required with backend = postgres (a libpq connection"
+                 " string, e.g. host=db1,db2 dbname=payd target_session_attrs=read-write)");
+        return -1;
+    }
+    if (conf->lock_backend == LOCK_BACKEND_REDIS && conf->lock_url[0] == '\0') {
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [lock] url: required with backend = redis (e.g."
+                 " redis://127.0.0.1:6379)");
+        return -1;
+    }
+    if (conf->lock_backend == LOCK_BACKEND_LOCAL && shared &&
+        conf->roles != (ROLE_API | ROLE_WORKER)) {
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [lock] backend: instances that share a store need a shared lock:"
+                 " backend = redis");
+        return -1;
+    }
+    return 0;
+}
+
 int conf_finish(struct conf *conf, char err[CONF_ERR_MAX])
 {
     char host[128];
@@ -465,5 +537,5 @@ int conf_finish(struct conf *conf, char err[CONF_ERR_MAX])
         snprintf(err, CONF_ERR_MAX, "config: [worker] retry_base_ms: above retry_max_ms");
         return -1;
     }
-    return 0;
+    return finish_cluster(conf, err);
 }

@@ -28,7 +28,15 @@ struct conf_channel {
     double rate;               /* calls/s through the pacer; 0: unpaced */
     int64_t pace_max_wait_ms;  /* longest a call waits for its slot */
     char fallback[33];         /* another channel's name, or "" */
+    char journal[CONF_PATH_MAX]; /* sandbox: its journal file; "": in the data directory */
 };
+
+enum store_backend_kind { STORE_BACKEND_SQLITE, STORE_BACKEND_POSTGRES };
+enum lock_backend_kind { LOCK_BACKEND_LOCAL, LOCK_BACKEND_REDIS };
+
+/* [server] roles, as bits */
+#define ROLE_API 1    /* the order service: the HTTP API */
+#define ROLE_WORKER 2 /* the payment service: consumes the queue, calls channels */
 
 struct conf {
     /* [server] */
@@ -37,6 +45,11 @@ struct conf {
     int64_t max_body_bytes;
     int64_t http_threads;
     char admin_key[129]; /* "" : /admin/ only from loopback */
+    char roles_text[32]; /* as written; conf_finish parses it into roles */
+    int roles;           /* ROLE_* bits */
+    /* [lock] */
+    int64_t lock_backend; /* enum lock_backend_kind */
+    char lock_url[CONF_PATH_MAX];
     /* [limits] */
     double merchant_rps; /* 0: off */
     int64_t merchant_burst; /* 0: the rate */
@@ -54,6 +67,10 @@ struct conf {
     int64_t breaker_open_s;
     int64_t breaker_half_open_calls;
     /* [store] */
+    int64_t store_backend; /* enum store_backend_kind */
+    char store_url[CONF_PATH_MAX]; /* postgres: libpq connection string; may hold a password */
+    int64_t store_pool_size;
+    int64_t store_writers;
     int64_t store_max_batch;
     int64_t store_queue_capacity;
     /* [worker] */

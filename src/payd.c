@@ -119,15 +119,37 @@ static store *open_store(const struct conf *conf, void (*on_commit)(void *, int,
     char err[512];
     struct store_options opts = {
         .data_dir = conf->data_dir,
+        .url = conf->store_url,
+        .pool_size = (int)conf->store_pool_size,
+        .writers = (int)conf->store_writers,
         .max_batch = (int)conf->store_max_batch,
         .queue_capacity = (int)conf->store_queue_capacity,
         .on_commit = on_commit,
         .on_commit_arg = arg,
     };
-    store *s = store_open("sqlite", &opts, err, sizeof(err));
+    const char *backend = conf->store_backend == STORE_BACKEND_POSTGRES ? "postgres" : "sqlite";
+    store *s = store_open(backend, &opts, err, sizeof(err));
     if (!s)
         fprintf(stderr, "payd: %s\n", err);
     return s;
+}
+
+static void wake_queue(void *q)
+{
+    queue_notify(q);
+}
+
+/* The order locks: in-process, or shared through Redis. NULL after saying
+ * why. */
+static lock_service *open_lock(const struct conf *conf, int64_t min_token)
+{
+    if (conf->lock_backend == LOCK_BACKEND_LOCAL)
+        return lock_local_new(min_token);
+    char err[512];
+    lock_service *l = lock_redis_new(conf->lock_url, min_token, err, sizeof(err));
+    if (!l)
+        fprintf(stderr, "payd: %s\n", err);
+    return l;
 }
 
 /* ---- merchants ---- */
@@ -423,17 +445,25 @@ static int cmd_serve(struct args *a)
     app.inflight = idem_inflight_new(INFLIGHT_KEYS_MAX);
     app.keys = key_cache_new(conf.data_dir, KEY_CACHE_SLOTS);
     app.orders = order_cache_new(ORDER_CACHE_SLOTS);
-    app.lock = lock_local_new(store_max_fence(app.store));
-    struct queue_outbox_options qopts = {.lease_ms = conf.worker_lease_ms,
-                                         .prefetch = (int)conf.worker_threads};
-    app.queue = queue_outbox_new(app.store, &qopts);
-    struct worker_options wopts = {.threads = (int)conf.worker_threads,
-                                   .lease_ms = conf.worker_lease_ms,
-                                   .max_attempts = (int)conf.worker_max_attempts,
-                                   .retry_base_ms = conf.worker_retry_base_ms,
-                                   .retry_max_ms = conf.worker_retry_max_ms};
-    workers = worker_pool_start(&app, &wopts);
-    purge = purger_start(app.store, conf.idem_ttl_s, conf.idem_purge_interval_s);
+    /* Both services take order locks: the API to accept a payment, the
+     * workers to process it. */
+    app.lock = open_lock(&conf, store_max_fence(app.store));
+    if (!app.lock)
+        goto out_stop;
+    if (conf.roles & ROLE_WORKER) {
+        struct queue_outbox_options qopts = {.lease_ms = conf.worker_lease_ms,
+                                             .prefetch = (int)conf.worker_threads};
+        app.queue = queue_outbox_new(app.store, &qopts);
+        store_on_outbox(app.store, wake_queue, app.queue);
+        struct worker_options wopts = {.threads = (int)conf.worker_threads,
+                                       .lease_ms = conf.worker_lease_ms,
+                                       .max_attempts = (int)conf.worker_max_attempts,
+                                       .retry_base_ms = conf.worker_retry_base_ms,
+                                       .retry_max_ms = conf.worker_retry_max_ms};
+        workers = worker_pool_start(&app, &wopts);
+    }
+    if (conf.roles & ROLE_API)
+        purge = purger_start(app.store, conf.idem_ttl_s, conf.idem_purge_interval_s);
 
     char host[128];
     int port;
@@ -466,8 +496,10 @@ static int cmd_serve(struct args *a)
 out_stop:
     http_server_stop(http, SHUTDOWN_GRACE_MS);
     purger_stop(purge);
-    if (app.queue)
+    if (app.queue) {
+        store_on_outbox(app.store, NULL, NULL);
         queue_stop(app.queue);
+    }
     worker_pool_stop(workers);
     queue_free(app.queue);
     lock_free(app.lock);

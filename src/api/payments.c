@@ -54,7 +54,8 @@ static void payment_written(http_req *r)
     api_payment_let_go(c);
     switch (c->op.rc) {
     case STORE_OK:
-        queue_notify(c->app->queue);
+        if (c->app->queue) /* NULL on an api-only instance: the workers poll */
+            queue_notify(c->app->queue);
         http_respond_raw(r, 202, c->response_body, strlen(c->response_body));
         c->response_body = NULL; /* the server owns it now */
         break;

@@ -194,10 +194,18 @@ void api_dispatch(void *app, http_req *r)
         if (strcmp(routes[i].method, method) != 0)
             continue;
         http_set_route(r, i);
+        bool v1 = strncmp(path, "/v1/", 4) == 0;
+        if (v1 && !(((struct app *)app)->conf->roles & ROLE_API)) {
+            http_error(r, 404, "not_found", "route_not_found",
+                       "this instance runs the worker role only; send API requests to an api"
+                       " instance",
+                       NULL);
+            return;
+        }
         struct api_ctx *c = xcalloc(1, sizeof(*c));
         c->app = app;
         http_set_user(r, c, ctx_free);
-        if (!admit(c, r, routes[i].access, strncmp(path, "/v1/", 4) == 0))
+        if (!admit(c, r, routes[i].access, v1))
             return;
         routes[i].handler(c, r, id);
         return;

@@ -266,7 +266,9 @@ channel *channel_sandbox_new(const struct conf_channel *cc, const char *data_dir
     pthread_cond_init(&sb->cond, NULL);
 
     char path[1200];
-    if (strcmp(cc->name, "sandbox") == 0)
+    if (cc->journal[0])
+        snprintf(path, sizeof(path), "%s", cc->journal);
+    else if (strcmp(cc->name, "sandbox") == 0)
         snprintf(path, sizeof(path), "%s/sandbox.db", data_dir);
     else
         snprintf(path, sizeof(path), "%s/sandbox-%s.db", data_dir, cc->name);

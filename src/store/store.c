@@ -9,9 +9,11 @@
 #include "util/util.h"
 
 extern const struct store_backend store_sqlite_backend;
+extern const struct store_backend store_postgres_backend;
 
 static const struct store_backend *const backends[] = {
     &store_sqlite_backend,
+    &store_postgres_backend,
 };
 
 const char *store_rc_name(int rc)

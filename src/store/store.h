@@ -1,7 +1,7 @@
 /*
  * store.h - the storage interface: every durable fact of payd goes through it.
  *
- * A backend (SQLite now, PostgreSQL later) is a const table of functions,
+ * A backend (SQLite embedded, PostgreSQL in cluster mode) is a const table of functions,
  * chosen by name when the store is opened; callers use the inline wrappers
  * below and never see SQL.
  *
@@ -150,7 +150,10 @@ struct store_amount {
 typedef struct store store;
 
 struct store_options {
-    const char *data_dir;
+    const char *data_dir; /* sqlite */
+    const char *url;      /* postgres: a libpq connection string or URI */
+    int pool_size;        /* postgres: read connections at most */
+    int writers;          /* postgres: write connections (and threads) */
     int max_batch;
     int queue_capacity;
     /* Called on the writer thread after each commit, with the number of
@@ -159,7 +162,7 @@ struct store_options {
     void *on_commit_arg;
 };
 
-/* The backend table. Every function is required. */
+/* The backend table. Every function is required unless it says otherwise. */
 struct store_backend {
     const char *name;
     store *(*open)(const struct store_options *opts, char *err, size_t err_size);
@@ -180,6 +183,11 @@ struct store_backend {
     int64_t (*max_fence)(store *s);
     int64_t (*outbox_next_due_ms)(store *s); /* wall ms; INT64_MAX when empty */
     int (*ping)(store *s);
+    /* Optional (NULL: the backend has no other writers to hear from): calls
+     * fn(arg), on a thread of the backend's, whenever another process may
+     * have committed new queue messages. fn NULL: stops calling, and has
+     * returned once no call is under way. */
+    void (*on_outbox)(store *s, void (*fn)(void *arg), void *arg);
 };
 
 /* Every store handle begins with this header. */
@@ -187,7 +195,7 @@ struct store {
     const struct store_backend *be;
 };
 
-/* Returns the backend named name ("sqlite"), or NULL. */
+/* Returns the backend named name ("sqlite", "postgres"), or NULL. */
 const struct store_backend *store_backend_find(const char *name);
 
 store *store_open(const char *backend, const struct store_options *opts, char *err,
@@ -250,6 +258,11 @@ static inline int64_t store_outbox_next_due_ms(store *s)
 static inline int store_ping(store *s)
 {
     return s->be->ping(s);
+}
+static inline void store_on_outbox(store *s, void (*fn)(void *arg), void *arg)
+{
+    if (s->be->on_outbox)
+        s->be->on_outbox(s, fn, arg);
 }
 
 #endif

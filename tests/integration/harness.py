@@ -6,8 +6,17 @@ loopback port with its own temporary data directory; it can be stopped
 (SIGTERM), killed (SIGKILL) and started again on the same data directory.
 Processes are always signalled by their own pid, never by name.
 
+With PAYD_TEST_STORE=postgres every payd (and every `payd` command run
+with --data-dir) stores its data in PostgreSQL instead: the harness starts
+one PostgreSQL 15 server for the run (initdb in a temporary directory, a
+free loopback port, stopped by its pid at exit) and gives each data
+directory a database of its own. Queries of the tests (Server.db) then go
+there, through psycopg2 (Debian python3-psycopg2), the one module outside
+the standard library.
+
 Environment:
   PAYD_BIN        the binary to test (default: <repo>/build/payd)
+  PAYD_TEST_STORE sqlite (default) or postgres
   PAYD_TEST_SLOW  1: a slow (sanitizer) build; deadlines are three times longer
   PAYD_KEEP_TMP   1: keep the temporary directories
 No PAYD_* variable of the test run reaches payd itself (payd reads its
@@ -15,6 +24,7 @@ configuration from PAYD_<SECTION>_<KEY>); tests pass what they mean to.
 """
 
 import atexit
+import hashlib
 import http.client
 import json
 import os
@@ -54,6 +64,11 @@ VOLATILE_TABLES = {"outbox"}
 
 RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 KEY_RE = re.compile(r"^sk_[0-9a-f]{48}$")
+
+STORE = os.environ.get("PAYD_TEST_STORE", "sqlite")
+if STORE not in ("sqlite", "postgres"):
+    raise SystemExit("PAYD_TEST_STORE must be sqlite or postgres, not %r" % STORE)
+PG_BIN = "/usr/lib/postgresql/15/bin"
 
 _ALL_SERVERS = []
 _ALL_LOCK = threading.Lock()
@@ -102,6 +117,121 @@ def child_env(extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYD_")}
     env.update({k: str(v) for k, v in (extra or {}).items()})
     return env
+
+
+class Postgres:
+    """One PostgreSQL server in a temporary directory on a free loopback
+    port, trusting local connections. As root, it runs as the `postgres`
+    user (PostgreSQL refuses to run as root)."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="payd-pg-")
+        self.data = os.path.join(self.tmp, "data")
+        self.port = free_port()
+        self.proc = None
+        self.databases = set()
+        self.lock = threading.Lock()
+        self.log_path = os.path.join(self.tmp, "postgres.log")
+        self._as_user = None
+        if os.getuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            self._as_user = (pw.pw_uid, pw.pw_gid)
+            os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
+
+    def _preexec(self):
+        if self._as_user:
+            os.setgid(self._as_user[1])
+            os.setuid(self._as_user[0])
+
+    def start(self):
+        out = subprocess.run([os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "postgres",
+                              "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=self._preexec, cwd=self.tmp)
+        if out.returncode != 0:
+            raise AssertionError("initdb failed:\n" + out.stdout)
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [os.path.join(PG_BIN, "postgres"), "-D", self.data, "-p", str(self.port),
+                 "-k", self.tmp, "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=500",
+                 "-c", "fsync=on", "-c", "synchronous_commit=on"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=self._preexec,
+                cwd=self.tmp, start_new_session=True)
+        finally:
+            log.close()
+        end = time.monotonic() + START_DEADLINE_S
+        while subprocess.run([os.path.join(PG_BIN, "pg_isready"), "-q", "-h", "127.0.0.1",
+                              "-p", str(self.port)]).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError("PostgreSQL did not start:\n" + self.log_tail())
+            time.sleep(0.1)
+        return self
+
+    def log_tail(self, limit=4000):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-limit:]
+        except OSError:
+            return ""
+
+    def connect(self, database="postgres"):
+        import psycopg2
+        con = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres",
+                               dbname=database)
+        con.autocommit = True
+        return con
+
+    def database_for(self, data_dir):
+        """The database of a data directory, created on first use."""
+        name = "payd_" + hashlib.sha1(os.path.realpath(data_dir).encode()).hexdigest()[:20]
+        with self.lock:
+            if name not in self.databases:
+                con = self.connect()
+                try:
+                    con.cursor().execute('CREATE DATABASE "%s"' % name)
+                finally:
+                    con.close()
+                self.databases.add(name)
+        return name
+
+    def url(self, database):
+        return "host=127.0.0.1 port=%d user=postgres dbname=%s" % (self.port, database)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if os.environ.get("PAYD_KEEP_TMP") != "1":
+            shutil.rmtree(self.tmp, True)
+
+
+_PG = []
+
+
+def postgres():
+    """The run's PostgreSQL server, started on first use."""
+    with _ALL_LOCK:
+        if not _PG:
+            pg = Postgres()
+            atexit.register(pg.stop)
+            _PG.append(pg.start())
+        return _PG[0]
+
+
+def store_env(data_dir):
+    """What payd needs to find the store of data_dir: nothing for SQLite
+    (it lives in the data directory), the database URL for PostgreSQL."""
+    if STORE != "postgres":
+        return {}
+    pg = postgres()
+    return {"PAYD_STORE_BACKEND": "postgres",
+            "PAYD_STORE_URL": pg.url(pg.database_for(data_dir))}
 
 
 def wait_until(fn, timeout=FINAL_DEADLINE_S, interval=POLL_S, what="condition"):
@@ -188,7 +318,12 @@ def http_request(port, method, path, body=None, headers=None, timeout=HTTP_TIMEO
 
 def run_cli(args, env=None, timeout=60):
     """Runs `payd ARGS` and returns the CompletedProcess (text)."""
-    return subprocess.run([PAYD_BIN] + list(args), env=child_env(env),
+    args = list(args)
+    full_env = {}
+    if "--data-dir" in args and args.index("--data-dir") + 1 < len(args):
+        full_env.update(store_env(args[args.index("--data-dir") + 1]))
+    full_env.update(env or {})
+    return subprocess.run([PAYD_BIN] + args, env=child_env(full_env),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, timeout=timeout)
 
@@ -279,7 +414,9 @@ class Server:
         out.flush()
         err.flush()
         try:
-            self.proc = subprocess.Popen(self.command(), env=child_env(self.env),
+            env = store_env(self.data_dir)
+            env.update(self.env)
+            self.proc = subprocess.Popen(self.command(), env=child_env(env),
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          cwd=self.tmp, start_new_session=True)
         finally:
@@ -394,7 +531,22 @@ class Server:
         return os.path.join(self.data_dir, "sandbox.db")
 
     def db(self, sql, params=()):
-        return db_query(self.db_path, sql, params)[0]
+        return self.db_rows(sql, params)[0]
+
+    def db_rows(self, sql, params=()):
+        """Rows and column names of one query on this server's store
+        (SQL with `?` parameters, as sqlite3 takes them)."""
+        if STORE != "postgres":
+            return db_query(self.db_path, sql, params)
+        pg = postgres()
+        con = pg.connect(pg.database_for(self.data_dir))
+        try:
+            cur = con.cursor()
+            cur.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))
+            cols = [d[0] for d in cur.description] if cur.description else []
+            return [tuple(r) for r in cur.fetchall()] if cur.description else [], cols
+        finally:
+            con.close()
 
     def db_scalar(self, sql, params=()):
         return self.db(sql, params)[0][0]
@@ -402,20 +554,43 @@ class Server:
     def table_counts(self):
         """Row count of every table in payd.db and of sandbox.db's charges."""
         counts = {}
-        con = db_connect(self.db_path)
-        try:
-            names = [r[0] for r in con.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        if STORE == "postgres":
+            names = [r[0] for r in self.db(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
             for n in names:
-                if n in VOLATILE_TABLES:
-                    continue
-                counts[n] = con.execute('SELECT count(*) FROM "%s"' % n).fetchone()[0]
-        finally:
-            con.close()
+                if n not in VOLATILE_TABLES:
+                    counts[n] = self.db_scalar('SELECT count(*) FROM "%s"' % n)
+        else:
+            con = db_connect(self.db_path)
+            try:
+                names = [r[0] for r in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' "
+                    "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+                for n in names:
+                    if n in VOLATILE_TABLES:
+                        continue
+                    counts[n] = con.execute('SELECT count(*) FROM "%s"' % n).fetchone()[0]
+            finally:
+                con.close()
         if os.path.exists(self.sandbox_path):
             counts["sandbox.charges"] = len(self.charges())
         return counts
+
+    def store_dump(self):
+        """Everything the store holds, as bytes: the database files (SQLite)
+        or every row of every table as text (PostgreSQL)."""
+        if STORE == "postgres":
+            tables = [r[0] for r in self.db(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+            return "\n".join(str(r[0]) for t in tables
+                             for r in self.db('SELECT t::text FROM "%s" t' % t)).encode()
+        blob = b""
+        for fn in os.listdir(self.data_dir):
+            path = os.path.join(self.data_dir, fn)
+            if fn.startswith("payd.db") and os.path.isfile(path):
+                with open(path, "rb") as f:
+                    blob += f.read()
+        return blob
 
     def charges(self):
         """The sandbox journal: a list of dicts, one per row of `charges`."""

@@ -37,13 +37,8 @@ class MerchantCliTest(PaydTestCase):
         name = mname("hash")
         key = self.server.add_merchant(name)
         self.server.request("GET", "/v1/balance", key=key)
-        blob = b""
-        for fn in os.listdir(self.server.data_dir):
-            path = os.path.join(self.server.data_dir, fn)
-            if fn.startswith("payd.db") and os.path.isfile(path):
-                with open(path, "rb") as f:
-                    blob += f.read()
-        self.assertTrue(blob)
+        blob = self.server.store_dump()
+        self.assertIn(name.encode(), blob)
         self.assertNotIn(key.encode(), blob)
         self.assertNotIn(self.server.key.encode(), blob)
 

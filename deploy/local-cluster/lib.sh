@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# deploy/local-cluster/lib.sh - what up and down share.
+
+PG_BIN=/usr/lib/postgresql/15/bin
+
+log() { printf 'local-cluster: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# A free loopback port outside the kernel's ephemeral range, so that no
+# client connection can be holding it.
+free_port() {
+    local port i low=32768 span
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range || true
+    span=$((low > 11024 ? low - 10000 : 1000))
+    for ((i = 0; i < 200; i++)); do
+        port=$((low > 11024 ? 10000 + RANDOM % span : 61000 + RANDOM % 1000))
+        if [[ -z "$(ss -Htan "sport = :$port")" ]]; then
+            echo "$port"
+            return 0
+        fi
+    done
+    die "no free port"
+}
+
+# Waits up to 30 s until URL $1 answers 200, while pid $2 lives.
+wait_ready() {
+    local url="$1" pid="$2" i
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if [[ "$(curl --noproxy '*' -s -o /dev/null -w '%{http_code}' --max-time 1 "$url")" == 200 ]]
+        then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# PostgreSQL refuses to run as root: as root, its programs run as the
+# postgres user (created by the Debian package), exec'd in place so that the
+# pid is the server's own.
+as_postgres() {
+    if [[ "$(id -u)" == 0 ]]; then
+        setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# Starts as_postgres "$@" in the background so that $! is the program's own
+# pid: the subshell replaces itself with it.
+spawn_as_postgres() {
+    if [[ "$(id -u)" == 0 ]]; then
+        (exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@") &
+    else
+        (exec "$@") &
+    fi
+}
+
+# Gives directory $1 to the postgres user (as root), and lets it through
+# the directory above (a mktemp -d directory is closed to others).
+as_postgres_owner() {
+    if [[ "$(id -u)" == 0 ]]; then
+        chown postgres:postgres "$1"
+        chmod o+x "$(dirname "$1")"
+    fi
+}
+
+# Stops pid $1 with signal $2 (TERM), then KILL after $3 (30) seconds.
+stop_pid() {
+    local pid="$1" sig="${2:-TERM}" wait_s="${3:-30}" i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -"$sig" "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < wait_s * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    log "pid $pid did not stop within ${wait_s}s of SIG$sig; SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+}
