@@ -42,7 +42,11 @@ ceiling() {
 
 CEILING="$(printf '| ceiling | clients | ns/op | ops/s all |\n|---|---|---|---|\n'; ceiling 1; ceiling 2)"
 MICRO="$("$ROOT/build/redis_limit_micro" "$port" "$SECONDS_PER_ROW")"
-REPORT="$(printf '%s\n\n%s\n' "$CEILING" "$MICRO")"
+# The server's own time per script call (all take rows together), to tell
+# the script's cost from the round trip's.
+SERVER="$(redis-cli -p "$port" info commandstats | tr -d '\r' |
+    sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),usec=[0-9]*,usec_per_call=\([0-9.]*\).*/server time per take (INFO commandstats, evalsha): \2 us over \1 calls/p')"
+REPORT="$(printf '%s\n\n%s\n\n%s\n' "$CEILING" "$MICRO" "$SERVER")"
 echo "$REPORT"
 if [[ -n "$RESULTS" ]]; then
     {
