@@ -12,7 +12,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 DEFS    := -D_GNU_SOURCE -Isrc -I/usr/include/postgresql
-LIBS    := -lmicrohttpd -ljansson -lsqlite3 -lpq -lhiredis -linih -lcrypto -lpthread -lm
+LIBS    := -lmicrohttpd -ljansson -lsqlite3 -lpq -lhiredis -lnats -linih -lcrypto -lpthread -lm
 
 SRC     := $(shell find src -name '*.c' | sort)
 LIB_SRC := $(filter-out src/payd.c,$(SRC))

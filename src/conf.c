@@ -39,6 +39,7 @@ static const char *const channel_types[] = {"sandbox", NULL};
 static const char *const on_off[] = {"off", "on", NULL};
 static const char *const store_backends[] = {"sqlite", "postgres", NULL};
 static const char *const lock_backends[] = {"local", "redis", NULL};
+static const char *const queue_backends[] = {"outbox", "nats", NULL};
 
 #define INT_KEY(sec, nm, field, lo, hi, def)                                              \
     {sec, nm, KEY_INT, offsetof(struct conf, field), lo, hi, NULL, def, 0, 0}
@@ -59,6 +60,11 @@ static const struct key keys[] = {
     STR_KEY("server", "roles", roles_text, "api,worker"),
     ENUM_KEY("lock", "backend", lock_backend, lock_backends, "local"),
     STR_KEY("lock", "url", lock_url, ""),
+    ENUM_KEY("queue", "backend", queue_backend, queue_backends, "outbox"),
+    STR_KEY("queue", "url", queue_url, ""),
+    INT_KEY("queue", "max_deliver", queue_max_deliver, 2, 100000, "100"),
+    INT_KEY("queue", "replicas", queue_replicas, 1, 5, "1"),
+    INT_KEY("queue", "sweep_after_ms", queue_sweep_after_ms, 1000, 86400000, "120000"),
     REAL_KEY("limits", "merchant_rps", merchant_rps, 0, 1e7, "0"),
     INT_KEY("limits", "merchant_burst", merchant_burst, 0, 10000000, "0"),
     REAL_KEY("limits", "global_rps", global_rps, 0, 1e7, "0"),
@@ -499,6 +505,25 @@ static int finish_cluster(struct conf *conf, char err[CONF_ERR_MAX])
         snprintf(err, CONF_ERR_MAX,
                  "config: [lock] url: required with backend = redis (e.g."
                  " redis://127.0.0.1:6379)");
+        return -1;
+    }
+    if (conf->queue_backend == QUEUE_BACKEND_NATS && !shared) {
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [queue] backend = nats: the relay publishes the store's outbox,"
+                 " which needs [store] backend = postgres");
+        return -1;
+    }
+    if (conf->queue_backend == QUEUE_BACKEND_NATS && conf->queue_url[0] == '\0') {
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [queue] url: required with backend = nats (e.g."
+                 " nats://127.0.0.1:4222)");
+        return -1;
+    }
+    if (conf->queue_backend == QUEUE_BACKEND_NATS &&
+        conf->queue_sweep_after_ms <= conf->worker_retry_max_ms) {
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [queue] sweep_after_ms: must exceed [worker] retry_max_ms, or"
+                 " payments waiting for a retry would be sent again");
         return -1;
     }
     if (conf->lock_backend == LOCK_BACKEND_LOCAL && shared &&

@@ -33,6 +33,7 @@ struct conf_channel {
 
 enum store_backend_kind { STORE_BACKEND_SQLITE, STORE_BACKEND_POSTGRES };
 enum lock_backend_kind { LOCK_BACKEND_LOCAL, LOCK_BACKEND_REDIS };
+enum queue_backend_kind { QUEUE_BACKEND_OUTBOX, QUEUE_BACKEND_NATS };
 
 /* [server] roles, as bits */
 #define ROLE_API 1    /* the order service: the HTTP API */
@@ -50,6 +51,12 @@ struct conf {
     /* [lock] */
     int64_t lock_backend; /* enum lock_backend_kind */
     char lock_url[CONF_PATH_MAX];
+    /* [queue] */
+    int64_t queue_backend; /* enum queue_backend_kind */
+    char queue_url[CONF_PATH_MAX];
+    int64_t queue_max_deliver;
+    int64_t queue_replicas;
+    int64_t queue_sweep_after_ms;
     /* [limits] */
     double merchant_rps; /* 0: off */
     int64_t merchant_burst; /* 0: the rate */

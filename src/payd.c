@@ -139,6 +139,25 @@ static void wake_queue(void *q)
     queue_notify(q);
 }
 
+/* The queue on NATS JetStream: api instances relay the outbox to it,
+ * workers consume it. NULL after saying why. */
+static queue *open_nats(const struct conf *conf, store *s)
+{
+    struct queue_nats_options o = {.urls = conf->queue_url,
+                                   .relay = (conf->roles & ROLE_API) != 0,
+                                   .consume = (conf->roles & ROLE_WORKER) != 0,
+                                   .ack_wait_ms = conf->worker_lease_ms,
+                                   .max_deliver = (int)conf->queue_max_deliver,
+                                   .replicas = (int)conf->queue_replicas,
+                                   .sweep_after_ms = conf->queue_sweep_after_ms,
+                                   .prefetch = (int)conf->worker_threads};
+    char err[512];
+    queue *q = queue_nats_new(s, &o, err, sizeof(err));
+    if (!q)
+        fprintf(stderr, "payd: %s\n", err);
+    return q;
+}
+
 /* The order locks: in-process, or shared through Redis. NULL after saying
  * why. */
 static lock_service *open_lock(const struct conf *conf, int64_t min_token)
@@ -450,11 +469,18 @@ static int cmd_serve(struct args *a)
     app.lock = open_lock(&conf, store_max_fence(app.store));
     if (!app.lock)
         goto out_stop;
-    if (conf.roles & ROLE_WORKER) {
+    if (conf.queue_backend == QUEUE_BACKEND_NATS) {
+        app.queue = open_nats(&conf, app.store);
+        if (!app.queue)
+            goto out_stop;
+        store_on_outbox(app.store, wake_queue, app.queue); /* wakes the relay */
+    } else if (conf.roles & ROLE_WORKER) {
         struct queue_outbox_options qopts = {.lease_ms = conf.worker_lease_ms,
                                              .prefetch = (int)conf.worker_threads};
         app.queue = queue_outbox_new(app.store, &qopts);
         store_on_outbox(app.store, wake_queue, app.queue);
+    }
+    if (conf.roles & ROLE_WORKER) {
         struct worker_options wopts = {.threads = (int)conf.worker_threads,
                                        .lease_ms = conf.worker_lease_ms,
                                        .max_attempts = (int)conf.worker_max_attempts,

@@ -8,8 +8,9 @@
  * delivery count raised, so a worker can tell a first attempt from a retry.
  * Workers make every effect idempotent, so a second delivery is harmless.
  *
- * Backends: outbox (embedded: the outbox table is the durable queue); NATS
- * JetStream comes with the cluster mode behind the same table.
+ * Backends: outbox (the outbox table is the durable queue: embedded, or
+ * PostgreSQL shared by instances); NATS JetStream (cluster mode: a relay
+ * publishes outbox rows to a stream that workers consume).
  */
 #ifndef PAYD_QUEUE_QUEUE_H
 #define PAYD_QUEUE_QUEUE_H
@@ -35,6 +36,7 @@ struct queue_msg {
     int64_t deliveries; /* 1 on the first delivery */
     bool found;
     struct payment payment;
+    void *handle; /* the backend's own (a broker's message), or NULL */
 };
 
 typedef struct queue queue;
@@ -71,6 +73,25 @@ struct queue_outbox_options {
 /* The embedded backend over the store's outbox table. Leases left by a
  * previous process on the same data directory are released at once. */
 queue *queue_outbox_new(store *s, const struct queue_outbox_options *opts);
+
+struct queue_nats_options {
+    const char *urls;       /* nats://host:port[,nats://host:port...] */
+    bool relay;             /* publish the outbox (instances that accept payments) */
+    bool consume;           /* deliver messages to next() (worker instances) */
+    int64_t ack_wait_ms;    /* a delivered message not acknowledged by then comes again */
+    int max_deliver;        /* deliveries of one message at most; then a dead letter */
+    int replicas;           /* the stream's replicas (a NATS cluster: 3) */
+    int64_t sweep_after_ms; /* a processing payment sent this long ago is sent again */
+    int prefetch;           /* messages fetched ahead of the consumers, at most */
+};
+
+/* NATS JetStream: a relay publishes outbox rows to the stream PAYD (each
+ * with its payment id as Nats-Msg-Id) and marks them sent; workers consume
+ * through the durable pull consumer payd-workers with explicit
+ * acknowledgement; a message delivered max_deliver times is reported on the
+ * stream PAYD_DEAD. NULL with a message in err when NATS cannot be reached. */
+queue *queue_nats_new(store *s, const struct queue_nats_options *opts, char *err,
+                      size_t err_size);
 
 static inline int queue_next(queue *q, struct queue_msg *out, int64_t wait_ms)
 {

@@ -70,6 +70,9 @@ enum stmt {
     S_IDEM_PURGE,
     S_MERCHANT_ADD,
     S_MERCHANT_ROTATE,
+    S_RELAY_CLAIM,
+    S_RELAY_SENT,
+    S_RELAY_SWEEP,
     /* reads */
     S_MERCHANT_BY_HASH,
     S_MERCHANT_LIST,
@@ -100,6 +103,9 @@ static const char *const stmt_sql[S_COUNT] = {
                      " idempotency_keys WHERE created_ms < $1 LIMIT $2))",
     [S_MERCHANT_ADD] = "SELECT payd_merchant_add($1,$2,$3,$4)",
     [S_MERCHANT_ROTATE] = "UPDATE merchants SET key_hash = $2 WHERE name = $1",
+    [S_RELAY_CLAIM] = "SELECT * FROM payd_relay_claim($1,$2,$3)",
+    [S_RELAY_SENT] = "UPDATE outbox SET sent_ms = $2 WHERE id = ANY($1::bigint[])",
+    [S_RELAY_SWEEP] = "UPDATE outbox SET sent_ms = NULL, available_ms = $2 WHERE sent_ms < $1",
     [S_MERCHANT_BY_HASH] = "SELECT id, name, created_ms FROM merchants WHERE key_hash = $1",
     [S_MERCHANT_LIST] = "SELECT id, name, created_ms FROM merchants ORDER BY created_ms, name",
     [S_MERCHANT_COUNT] = "SELECT count(*) FROM merchants",
@@ -410,6 +416,17 @@ static enum stmt op_params(struct store_op *op, struct params *p, char **ids)
         p_int(p, op->in.outbox_claim.lease_ms);
         p_int(p, op->in.outbox_claim.max);
         return S_OUTBOX_CLAIM;
+    case STORE_OP_RELAY_CLAIM:
+        PAYD_ASSERT(op->in.outbox_claim.max > 0 && op->in.outbox_claim.max <= STORE_CLAIM_MAX);
+        p_int(p, clock_wall_ms());
+        p_int(p, op->in.outbox_claim.lease_ms);
+        p_int(p, op->in.outbox_claim.max);
+        return S_RELAY_CLAIM;
+    case STORE_OP_RELAY_SWEEP:
+        p_int(p, op->in.relay_sweep.sent_before_ms);
+        p_int(p, clock_wall_ms());
+        return S_RELAY_SWEEP;
+    case STORE_OP_RELAY_SENT:
     case STORE_OP_OUTBOX_ACK: {
         /* an array literal: {1,2,3} */
         int count = op->in.outbox_ack.count;
@@ -423,7 +440,10 @@ static enum stmt op_params(struct store_op *op, struct params *p, char **ids)
         a[len] = '\0';
         *ids = a;
         p_text(p, a);
-        return S_OUTBOX_ACK;
+        if (op->kind == STORE_OP_OUTBOX_ACK)
+            return S_OUTBOX_ACK;
+        p_int(p, clock_wall_ms());
+        return S_RELAY_SENT;
     }
     case STORE_OP_OUTBOX_RETRY:
         p_int(p, op->in.outbox_retry.id);
@@ -494,7 +514,21 @@ static int op_result(struct store_op *op, const PGresult *r)
         op->out.claimed = n;
         return STORE_OK;
     }
+    case STORE_OP_RELAY_CLAIM: {
+        int n = PQntuples(r);
+        PAYD_ASSERT(n <= op->in.outbox_claim.max);
+        for (int i = 0; i < n; i++) {
+            struct outbox_msg *m = &op->in.outbox_claim.msgs[i];
+            memset(m, 0, sizeof(*m));
+            m->id = int_val(r, i, 0);
+            copy_val(r, i, 1, m->payment_id, sizeof(m->payment_id));
+            copy_val(r, i, 2, m->payment.merchant_id, sizeof(m->payment.merchant_id));
+        }
+        op->out.claimed = n;
+        return STORE_OK;
+    }
     case STORE_OP_IDEM_PURGE:
+    case STORE_OP_RELAY_SWEEP:
         op->out.purged = strtoll(PQcmdTuples((PGresult *)r), NULL, 10);
         return STORE_OK;
     case STORE_OP_MERCHANT_ROTATE:

@@ -682,6 +682,10 @@ static int run_op(struct sqlite_store *s, struct store_op *op)
     case STORE_OP_MERCHANT_ADD:
     case STORE_OP_MERCHANT_ROTATE:
         return op_merchant(s, op);
+    case STORE_OP_RELAY_CLAIM:
+    case STORE_OP_RELAY_SENT:
+    case STORE_OP_RELAY_SWEEP:
+        return STORE_E_IO; /* a broker needs a shared store: refused by the configuration */
     default:
         PAYD_ASSERT(!"unknown store op");
         return STORE_E_IO;

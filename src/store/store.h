@@ -78,6 +78,12 @@ enum store_op_kind {
     STORE_OP_IDEM_PURGE,
     STORE_OP_MERCHANT_ADD,
     STORE_OP_MERCHANT_ROTATE,
+    /* PostgreSQL only: the relay to a message broker (queue/nats.c) */
+    STORE_OP_RELAY_CLAIM, /* in.outbox_claim: unsent rows, with payment_id and
+                             payment.merchant_id set */
+    STORE_OP_RELAY_SENT,  /* in.outbox_ack: these rows were published */
+    STORE_OP_RELAY_SWEEP, /* in.relay_sweep: send again what was sent before
+                             sent_before_ms and is still not final */
 };
 
 /*
@@ -125,6 +131,9 @@ struct store_op {
             int64_t older_than_ms; /* wall clock */
         } idem_purge;
         struct {
+            int64_t sent_before_ms; /* wall clock */
+        } relay_sweep;
+        struct {
             struct merchant merchant;
             const char *key_hash;
         } merchant;
@@ -132,8 +141,8 @@ struct store_op {
     union {
         struct order order;           /* order_create: the existing order */
         struct idem_record idem;      /* payment_create: STORE_E_IDEM_EXISTS */
-        int claimed; /* outbox_claim: entries filled in msgs */
-        int64_t purged;
+        int claimed; /* outbox_claim, relay_claim: entries filled in msgs */
+        int64_t purged; /* idem_purge; relay_sweep: rows to send again */
     } out;
     int rc;
     void (*done)(struct store_op *op);

@@ -1,14 +1,14 @@
 """
 test_cluster.py - payd's cluster mode, on the local cluster of
 deploy/local-cluster/up: PostgreSQL, Redis, two api instances, two worker
-instances and nginx, all on loopback.
+instances, NATS JetStream and nginx, all on loopback.
 
 These run in the PostgreSQL pass of the suite (PAYD_TEST_STORE=postgres),
 where the cluster's engines are installed; the SQLite pass skips them.
 """
 
-import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -58,6 +58,10 @@ class Cluster:
         self.worker_pids = [int(p) for p in self.env["WORKER_PIDS"].split()]
 
     def down(self):
+        proc = getattr(self, "_nats_proc", None)
+        if proc and proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
         for pid in self.worker_pids + self.api_pids:
             try:
                 os.kill(pid, signal.SIGCONT)  # a stopped process cannot stop
@@ -84,6 +88,40 @@ class Cluster:
             return cur.fetchall()
         finally:
             con.close()
+
+    def restart_nats(self, wipe=False):
+        """Kills NATS (SIGKILL), optionally deletes its JetStream data (the
+        broker loses every message), and starts it again on the same port
+        and directory; the new pid goes into cluster.env for `down`."""
+        pid = int(self.env["NATS_PID"])
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = [a.decode() for a in f.read().split(b"\0") if a]
+        self.kill_nats()
+        if wipe:
+            shutil.rmtree(os.path.join(self.env["NATS_STORE"], "jetstream"), True)
+        self.start_nats(argv)
+
+    def kill_nats(self):
+        pid = int(self.env["NATS_PID"])
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            self._nats_argv = [a.decode() for a in f.read().split(b"\0") if a]
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not os.path.exists("/proc/%d/cmdline" % pid) or
+                   open("/proc/%d/stat" % pid).read().split()[2] == "Z",
+                   timeout=10, what="NATS to die")
+
+    def start_nats(self, argv=None):
+        proc = subprocess.Popen(argv or self._nats_argv, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        self._nats_proc = proc  # our child: down() must not wait for its zombie
+        self.env["NATS_PID"] = str(proc.pid)
+        path = os.path.join(self.dir, "cluster.env")
+        with open(path) as f:
+            lines = [l for l in f if not l.startswith("NATS_PID=")]
+        lines.append('NATS_PID="%d"\n' % proc.pid)
+        with open(path, "w") as f:
+            f.writelines(lines)
 
     def charges(self):
         """serial_no -> count in the sandbox journal (one PSP for all workers)."""
@@ -262,6 +300,60 @@ class ClusterFaultTest(unittest.TestCase):
                               " AND status = 'succeeded'", (o["id"],))[0][0], 1)
         self.assertEqual(c.db("SELECT count(*) FROM ledger_entries WHERE transfer_id = ?",
                               (pid,))[0][0], 2)
+        c.assert_money_invariants(self)
+
+    def test_payments_wait_out_a_nats_outage(self):
+        """NATS down: payments are still accepted (the outbox is in
+        PostgreSQL) and stay processing; NATS back: the relay publishes
+        them and they succeed, once each."""
+        # A pull answered while the client was reconnecting comes again after
+        # the ack wait (the lease): a short one keeps the test short.
+        c = self.cluster = Cluster({"PAYD_WORKER_RETRY_BASE_MS": "50",
+                                    "PAYD_WORKER_LEASE_MS": "3000"})
+        c.kill_nats()
+        pids = []
+        for _ in range(10):
+            r = c.pay(c.order()["id"], idem=unique("k"))
+            self.assertEqual(r.status, 202, r)
+            pids.append(r.body["id"])
+        time.sleep(1.5)
+        self.assertTrue(all(c.payment(p)["status"] == "processing" for p in pids))
+        c.start_nats()
+        for p in pids:
+            self.assertEqual(c.wait_final(p)["status"], "succeeded")
+        c.assert_money_invariants(self)
+
+    def test_broker_losing_its_data_delays_and_loses_nothing(self):
+        """Under load, NATS is killed and its JetStream data deleted: the
+        messages it had are gone. The sweeper sends every payment still
+        processing again, and every acknowledged payment succeeds once."""
+        c = self.cluster = Cluster({"PAYD_WORKER_RETRY_BASE_MS": "50",
+                                    "PAYD_WORKER_LEASE_MS": "3000",
+                                    "PAYD_WORKER_RETRY_MAX_MS": "500",
+                                    "PAYD_QUEUE_SWEEP_AFTER_MS": "2000"})
+        acked, stop = [], threading.Event()
+
+        def client():
+            while not stop.is_set():
+                try:
+                    r = c.pay(c.order()["id"], idem=unique("k"))
+                    if r.status == 202:
+                        acked.append(r.body["id"])
+                except (OSError, AssertionError):
+                    pass
+
+        threads = [threading.Thread(target=client) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        c.restart_nats(wipe=True)
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertGreater(len(acked), 20)
+        for p in acked:
+            self.assertEqual(c.wait_final(p, timeout=FINAL_DEADLINE_S * 2)["status"], "succeeded")
         c.assert_money_invariants(self)
 
     def test_kill9_worker_and_api_under_load(self):
