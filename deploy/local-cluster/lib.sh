@@ -63,6 +63,8 @@ as_postgres_owner() {
     if [[ "$(id -u)" == 0 ]]; then
         chown postgres:postgres "$1"
         chmod o+x "$(dirname "$1")"
+        as_postgres test -w "$1" ||
+            die "the postgres user cannot reach $1: a directory above it is closed to others"
     fi
 }
 
