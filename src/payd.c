@@ -37,6 +37,10 @@
 
 #define INFLIGHT_KEYS_MAX 65536
 #define KEY_CACHE_SLOTS 4096
+/* Cluster mode: how long a cached key can outlive its rotation when the
+ * "keys" message is lost. */
+#define KEY_CACHE_MAX_AGE_CLUSTER_MS 5000
+#define KEYS_CHANNEL "keys" /* pub/sub: a merchant's key changed; message: its name */
 #define ORDER_CACHE_SLOTS (1 << 18) /* about 24 MiB */
 #define SHUTDOWN_GRACE_MS 10000
 #define CLI_STORE_WAIT_MS 10000
@@ -209,6 +213,25 @@ static int merchant_add(store *s, const char *name, const char *key, struct merc
     return store_exec(s, &op, CLI_STORE_WAIT_MS);
 }
 
+/* Cluster mode: tells every instance to drop its key cache, since the
+ * epoch file reaches only the instance whose data directory it is in.
+ * When Redis cannot be told this says so; the instances drop the old key
+ * after KEY_CACHE_MAX_AGE_CLUSTER_MS all the same. */
+static void announce_key_change(const struct conf *conf, const char *name)
+{
+    if (conf->lock_backend != LOCK_BACKEND_REDIS)
+        return;
+    char err[512] = "PUBLISH failed";
+    /* Without an instance id: a command is not counted among the instances. */
+    redis_limit *r = redis_limit_new(conf->lock_url, NULL, err, sizeof(err));
+    int told = r ? redis_limit_publish(r, KEYS_CHANNEL, name) : -1;
+    redis_limit_free(r);
+    if (told < 0)
+        fprintf(stderr, "payd: the change is stored, but the running instances could not be "
+                        "told (%s): a replaced key may still work for up to %d s\n",
+                err, KEY_CACHE_MAX_AGE_CLUSTER_MS / 1000);
+}
+
 static int print_merchant(void *arg, const struct merchant *m)
 {
     (void)arg;
@@ -288,6 +311,10 @@ static int cmd_merchant(struct args *a)
         fprintf(stderr, "payd: the change is stored, but %s/merchants.epoch could not be "
                         "written: a running server may accept the old key until it restarts\n",
                 conf.data_dir);
+    /* A failure here is bounded (the cluster's key cache ages) and said:
+     * the command has done its job. */
+    if (rc == STORE_OK)
+        announce_key_change(&conf, name);
     if (rc == STORE_E_DUPLICATE)
         fprintf(stderr, "payd: a merchant named %s exists already\n", name);
     else if (rc == STORE_E_NOT_FOUND)
@@ -392,6 +419,14 @@ static void on_channel_change(void *arg, int ch)
     catalogue_cache_invalidate(app->catalogue);
 }
 
+/* Another process changed a merchant's key (msg: its name), or (msg NULL)
+ * such messages may have been lost. */
+static void on_keys_change(void *arg, const char *msg)
+{
+    (void)msg;
+    key_cache_invalidate(arg);
+}
+
 static void on_commit(void *arg, int ops, int64_t latency_us)
 {
     struct app *app = arg;
@@ -463,6 +498,12 @@ static int cmd_serve(struct args *a)
     }
     app.inflight = idem_inflight_new(INFLIGHT_KEYS_MAX);
     app.keys = key_cache_new(conf.data_dir, KEY_CACHE_SLOTS);
+    if (guards_shared(app.guards)) {
+        /* Cluster mode: the merchant commands run against another
+         * instance's data directory; their change comes by pub/sub. */
+        key_cache_set_max_age_ms(app.keys, KEY_CACHE_MAX_AGE_CLUSTER_MS);
+        redis_limit_subscribe(guards_shared(app.guards), KEYS_CHANNEL, on_keys_change, app.keys);
+    }
     app.orders = order_cache_new(ORDER_CACHE_SLOTS);
     /* Both services take order locks: the API to accept a payment, the
      * workers to process it. */
@@ -530,10 +571,10 @@ out_stop:
     queue_free(app.queue);
     lock_free(app.lock);
     idem_inflight_free(app.inflight);
-    key_cache_free(app.keys);
     order_cache_free(app.orders);
 out_channels:
-    guards_free(app.guards);
+    guards_free(app.guards); /* ends the subscriptions that use the caches */
+    key_cache_free(app.keys);
     catalogue_cache_free(app.catalogue);
     channel_set_free(app.channels);
 out_store:

@@ -6,6 +6,12 @@
  * takes no lock. The table holds MERCHANTS_MAX merchants; beyond that (a
  * number no single payd serves) the rest share one bucket, which a log line
  * says.
+ *
+ * Cluster mode adds one branch to a take: ask Redis for a token of the
+ * whole limit, and only when Redis is unavailable use the local bucket at
+ * the instance's share (struct shared_limiter). The shares are recomputed
+ * when the settings change (install) and when a take finds that the
+ * instance count moved.
  */
 #include "guard/guards.h"
 
@@ -16,6 +22,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/ids.h"
@@ -26,10 +33,25 @@
 #define MERCHANT_SLOTS (1 << 17)
 #define MERCHANTS_MAX (MERCHANT_SLOTS / 4 * 3)
 #define GUARDS_FILE "guards.json"
+#define CATALOGUE_CHANNEL "catalogue" /* pub/sub: a breaker changed; message: its channel */
+#define NOTICE_RETRY_MS 1000          /* a breaker notice Redis did not take is sent again */
+#define INSTANCE_ID_MAX 100
+
+_Static_assert(CONF_CHANNELS_MAX <= 32, "pending breaker notices are a 32-bit mask");
 
 struct merchant_bucket {
     char id[ID_MAX];
     struct token_bucket bucket;
+};
+
+/* A rate limiter in cluster mode: the bucket is in Redis; while Redis is
+ * unavailable the limiter's local bucket(s) run at share, this instance's
+ * part of the whole limit. */
+struct shared_limiter {
+    const char *name; /* "global", "merchant": the metrics label */
+    struct rate_limit share;
+    atomic_bool local;              /* the last take that asked Redis fell back */
+    atomic_uint_fast64_t fallbacks; /* takes decided at the share */
 };
 
 struct channel_guard {
@@ -60,6 +82,17 @@ struct guards {
     struct adaptive_limit inflight;
     int channel_count;
     struct channel_guard *channels;
+    /* cluster mode; redis is NULL in embedded mode and nothing below is used */
+    redis_limit *redis;
+    struct shared_limiter shared_global, shared_merchant;
+    pthread_mutex_t share_mu;    /* one recomputation of the shares at a time */
+    _Atomic int share_instances; /* the count the shares were computed for */
+    atomic_bool fallback;        /* Redis unavailable to the limiters (logged once) */
+    pthread_mutex_t notice_mu;   /* guards the three below */
+    pthread_cond_t notice_cond;
+    uint32_t notice_pending; /* bit i: tell the others that channel i's breaker moved */
+    bool notice_stop;
+    pthread_t notifier;
 };
 
 static int64_t ceil_s(int64_t ns)
@@ -81,9 +114,46 @@ static void report_transition(void *arg, const char *name, enum breaker_state fr
     else
         log_info(level_msg, "channel", name, "from", breaker_state_name(from), "to",
                  breaker_state_name(to), "reason", why, NULL);
-    for (int i = 0; i < g->channel_count; i++)
-        if (strcmp(g->channels[i].name, name) == 0 && g->on_change)
+    for (int i = 0; i < g->channel_count; i++) {
+        if (strcmp(g->channels[i].name, name) != 0)
+            continue;
+        if (g->on_change)
             g->on_change(g->arg, i);
+        /* This runs under the breaker's mutex: the notifier thread sends
+         * the message, so a slow Redis never holds a breaker. */
+        if (g->redis) {
+            pthread_mutex_lock(&g->notice_mu);
+            g->notice_pending |= 1u << i;
+            pthread_cond_signal(&g->notice_cond);
+            pthread_mutex_unlock(&g->notice_mu);
+        }
+    }
+}
+
+/* ---- shares of the limits (cluster mode) ---- */
+
+/* share = whole over n instances: n times the interval, the burst divided
+ * by n and rounded up (a share of at least one token). The interval is
+ * capped so that interval * burst, the bucket's depth in time, cannot
+ * overflow. */
+static void share_set(struct rate_limit *share, const struct rate_limit *whole, int n)
+{
+    int64_t interval = atomic_load(&whole->interval_ns);
+    int64_t burst = (atomic_load(&whole->burst) + n - 1) / n;
+    int64_t cap = INT64_MAX / 2 / burst;
+    atomic_store(&share->burst, burst);
+    atomic_store(&share->interval_ns, interval > cap / n ? cap : interval * n);
+}
+
+/* Recomputes both shares for n instances from the limits in force. */
+static void compute_shares(guards *g, int n)
+{
+    PAYD_ASSERT(n >= 1);
+    pthread_mutex_lock(&g->share_mu);
+    share_set(&g->shared_global.share, &g->global_limit, n);
+    share_set(&g->shared_merchant.share, &g->merchant_limit, n);
+    atomic_store(&g->share_instances, n);
+    pthread_mutex_unlock(&g->share_mu);
 }
 
 /* Puts the values in force into the limiters. Under apply_mu. */
@@ -92,6 +162,118 @@ static void install(guards *g)
     rate_limit_set(&g->global_limit, g->global_rps, g->global_burst);
     rate_limit_set(&g->merchant_limit, g->merchant_rps, g->merchant_burst);
     adaptive_configure(&g->inflight, g->adaptive, g->max_inflight);
+    if (g->redis)
+        compute_shares(g, redis_limit_instances(g->redis));
+}
+
+/* Records whether Redis answered a limiter's take. The flags are read
+ * before they are written, so that the hot path writes only when they
+ * change; the log says when an outage starts and when it ends, once. */
+static void note_redis(guards *g, struct shared_limiter *sl, bool answered)
+{
+    if (atomic_load_explicit(&sl->local, memory_order_relaxed) == answered)
+        atomic_store(&sl->local, !answered);
+    if (atomic_load_explicit(&g->fallback, memory_order_relaxed) != answered ||
+        atomic_exchange(&g->fallback, !answered) != answered)
+        return;
+    if (answered) {
+        log_info("limits_shared_again", "note",
+                 "Redis answers again: the limits are shared by the instances", NULL);
+        return;
+    }
+    char n[16];
+    snprintf(n, sizeof(n), "%d", redis_limit_instances(g->redis));
+    log_warn("limits_local_fallback", "instances", n, "note",
+             "Redis is unavailable: each limit is enforced here at this instance's share"
+             " (the limit divided by the instances)",
+             NULL);
+}
+
+/* Asks Redis for a token of the whole limit l under key: 1 admitted, 0
+ * rejected (*wait_ns set), -1 Redis unavailable: then the caller takes from
+ * its local bucket at share_of(). An unlimited limiter asks nobody. */
+static int take_redis(guards *g, struct shared_limiter *sl, const char *key,
+                      const struct rate_limit *l, int64_t *wait_ns)
+{
+    int64_t interval = atomic_load_explicit(&l->interval_ns, memory_order_relaxed);
+    if (interval == 0)
+        return 1;
+    int64_t burst = atomic_load_explicit(&l->burst, memory_order_relaxed);
+    int rc = redis_limit_take(g->redis, key, interval, burst, wait_ns);
+    note_redis(g, sl, rc >= 0);
+    return rc;
+}
+
+/* Recomputes the shares when the instance count moved since they were. */
+static void refresh_shares(guards *g)
+{
+    int n = redis_limit_instances(g->redis);
+    if (n != atomic_load_explicit(&g->share_instances, memory_order_relaxed))
+        compute_shares(g, n);
+}
+
+/* The limiter's share, up to date; counts the take as a fallback. */
+static const struct rate_limit *share_of(guards *g, struct shared_limiter *sl)
+{
+    refresh_shares(g);
+    atomic_fetch_add_explicit(&sl->fallbacks, 1, memory_order_relaxed);
+    return &sl->share;
+}
+
+/* ---- breaker notices to the other instances (cluster mode) ---- */
+
+/* Publishes the pending channels; returns those Redis did not take. */
+static uint32_t send_notices(guards *g, uint32_t pending)
+{
+    uint32_t failed = 0;
+    for (int i = 0; i < g->channel_count; i++)
+        if ((pending & 1u << i) &&
+            redis_limit_publish(g->redis, CATALOGUE_CHANNEL, g->channels[i].name) < 0)
+            failed |= 1u << i;
+    return failed;
+}
+
+/* Sends what report_transition marked. Marks coalesce (a mask, one bit a
+ * channel), so nothing grows however often breakers flap; what Redis did
+ * not take is sent again after NOTICE_RETRY_MS. */
+static void *notifier_main(void *arg)
+{
+    guards *g = arg;
+    pthread_mutex_lock(&g->notice_mu);
+    while (!g->notice_stop) {
+        if (!g->notice_pending) {
+            pthread_cond_wait(&g->notice_cond, &g->notice_mu);
+            continue;
+        }
+        uint32_t pending = g->notice_pending;
+        g->notice_pending = 0;
+        pthread_mutex_unlock(&g->notice_mu);
+        uint32_t failed = send_notices(g, pending);
+        pthread_mutex_lock(&g->notice_mu);
+        if (!failed)
+            continue;
+        g->notice_pending |= failed;
+        struct timespec until;
+        clock_deadline(NOTICE_RETRY_MS, &until);
+        while (!g->notice_stop &&
+               pthread_cond_timedwait(&g->notice_cond, &g->notice_mu, &until) != ETIMEDOUT) {
+        }
+    }
+    pthread_mutex_unlock(&g->notice_mu);
+    return NULL;
+}
+
+/* Another instance's breaker moved (msg: the channel's name), or (msg
+ * NULL) messages may have been lost. Runs on the subscription's thread. */
+static void on_catalogue_message(void *arg, const char *msg)
+{
+    guards *g = arg;
+    int ch = -1;
+    for (int i = 0; msg && i < g->channel_count; i++)
+        if (strcmp(g->channels[i].name, msg) == 0)
+            ch = i;
+    if (g->on_change)
+        g->on_change(g->arg, ch);
 }
 
 /* ---- the persisted overrides ---- */
@@ -327,6 +509,66 @@ static int load(guards *g, char *err, size_t err_size)
     return 0;
 }
 
+/* A name for this process among the instances: host, pid and a random
+ * part, since pids repeat across hosts and containers. */
+static void instance_id(char out[INSTANCE_ID_MAX])
+{
+    char host[65] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0 || !host[0])
+        snprintf(host, sizeof(host), "host");
+    uint32_t nonce;
+    rand_bytes(&nonce, sizeof(nonce));
+    snprintf(out, INSTANCE_ID_MAX, "%s:%d:%08x", host, (int)getpid(), nonce);
+}
+
+/* Cluster mode: connects to Redis, computes the shares, starts the breaker
+ * notices and subscribes to the others'. Only api instances count among
+ * the instances that split a limit: the workers never take from it. */
+static int share_start(guards *g, const struct conf *conf, char *err, size_t err_size)
+{
+    char id[INSTANCE_ID_MAX];
+    instance_id(id);
+    g->redis = redis_limit_new(conf->lock_url, (conf->roles & ROLE_API) ? id : NULL, err,
+                               err_size);
+    if (!g->redis)
+        return -1;
+    g->shared_global.name = "global";
+    g->shared_merchant.name = "merchant";
+    pthread_mutex_init(&g->share_mu, NULL);
+    pthread_mutex_init(&g->notice_mu, NULL);
+    pthread_cond_init(&g->notice_cond, NULL);
+    pthread_mutex_lock(&g->apply_mu);
+    compute_shares(g, redis_limit_instances(g->redis));
+    pthread_mutex_unlock(&g->apply_mu);
+    int rc = pthread_create(&g->notifier, NULL, notifier_main, g);
+    PAYD_ASSERT(rc == 0);
+    /* -1 (Redis went away since) is fine: the subscription keeps trying. */
+    rc = redis_limit_subscribe(g->redis, CATALOGUE_CHANNEL, on_catalogue_message, g);
+    PAYD_ASSERT(rc != -2);
+    return 0;
+}
+
+static void share_stop(guards *g)
+{
+    if (!g->redis)
+        return;
+    pthread_mutex_lock(&g->notice_mu);
+    g->notice_stop = true;
+    pthread_cond_signal(&g->notice_cond);
+    pthread_mutex_unlock(&g->notice_mu);
+    pthread_join(g->notifier, NULL);
+    redis_limit_free(g->redis); /* joins the subscriptions: no callback after this */
+    g->redis = NULL;
+    pthread_cond_destroy(&g->notice_cond);
+    pthread_mutex_destroy(&g->notice_mu);
+    pthread_mutex_destroy(&g->share_mu);
+}
+
+redis_limit *guards_shared(guards *g)
+{
+    return g->redis;
+}
+
 guards *guards_new(const struct conf *conf, guards_change_fn *on_change, void *arg, char *err,
                    size_t err_size)
 {
@@ -373,6 +615,8 @@ guards *guards_new(const struct conf *conf, guards_change_fn *on_change, void *a
     install(g);
     int rc = load(g, err, err_size);
     pthread_mutex_unlock(&g->apply_mu);
+    if (rc == 0 && conf->lock_backend == LOCK_BACKEND_REDIS)
+        rc = share_start(g, conf, err, err_size);
     if (rc != 0) {
         guards_free(g);
         return NULL;
@@ -384,6 +628,7 @@ void guards_free(guards *g)
 {
     if (!g)
         return;
+    share_stop(g);
     for (int i = 0; i < MERCHANT_SLOTS; i++)
         free(atomic_load(&g->merchants[i]));
     free(g->merchants);
@@ -398,7 +643,21 @@ void guards_free(guards *g)
 bool guards_take_global(guards *g, int64_t now_ns, int64_t *retry_after_s)
 {
     int64_t wait;
-    if (token_bucket_take(&g->global, &g->global_limit, now_ns, &wait))
+    const struct rate_limit *limit = &g->global_limit;
+    if (g->redis) {
+        int rc = take_redis(g, &g->shared_global, "global", limit, &wait);
+        if (rc == 1) {
+            atomic_fetch_add_explicit(&g->global.admitted, 1, memory_order_relaxed);
+            return true;
+        }
+        if (rc == 0) {
+            atomic_fetch_add_explicit(&g->global.rejected, 1, memory_order_relaxed);
+            *retry_after_s = ceil_s(wait);
+            return false;
+        }
+        limit = share_of(g, &g->shared_global);
+    }
+    if (token_bucket_take(&g->global, limit, now_ns, &wait))
         return true;
     *retry_after_s = ceil_s(wait);
     return false;
@@ -447,7 +706,18 @@ bool guards_take_merchant(guards *g, const char *merchant_id, int64_t now_ns,
         return true;
     }
     int64_t wait;
-    if (token_bucket_take(merchant_bucket(g, merchant_id), &g->merchant_limit, now_ns, &wait)) {
+    int rc = -1; /* 1 admitted, 0 rejected, -1 not decided yet */
+    const struct rate_limit *limit = &g->merchant_limit;
+    if (g->redis) {
+        char key[16 + ID_MAX];
+        snprintf(key, sizeof(key), "merchant:%s", merchant_id);
+        rc = take_redis(g, &g->shared_merchant, key, limit, &wait);
+        if (rc < 0)
+            limit = share_of(g, &g->shared_merchant);
+    }
+    if (rc < 0)
+        rc = token_bucket_take(merchant_bucket(g, merchant_id), limit, now_ns, &wait);
+    if (rc == 1) {
         atomic_fetch_add_explicit(&g->merchant_admitted, 1, memory_order_relaxed);
         return true;
     }
@@ -499,10 +769,40 @@ int64_t guards_open_remaining_s(guards *g, int channel, int64_t now_ns)
     return ceil_s(atomic_load(&b->opened_ns) + b->cfg.open_ns - now_ns);
 }
 
+/* Whether a rate limiter is shared and by how many instances; in cluster
+ * mode also its local share and how many takes were decided at it. */
+static void view_sharing(guards *g, struct shared_limiter *sl, json_t *out)
+{
+    if (!g->redis) {
+        json_object_set_new(out, "shared", json_false());
+        json_object_set_new(out, "instances", json_integer(1));
+        return;
+    }
+    json_object_set_new(out, "shared", json_boolean(!atomic_load(&sl->local)));
+    json_object_set_new(out, "instances", json_integer(redis_limit_instances(g->redis)));
+    json_object_set_new(out, "local_share",
+                        json_pack("{s:f, s:I}", "rate", rate_limit_rate(&sl->share), "burst",
+                                  (json_int_t)atomic_load(&sl->share.burst)));
+    json_object_set_new(out, "fallbacks", json_integer((json_int_t)atomic_load(&sl->fallbacks)));
+}
+
+/* The global bucket's tokens: in cluster mode they are in Redis (null)
+ * unless the local share is in use. */
+static double global_tokens(guards *g, int64_t now_ns)
+{
+    if (!g->redis)
+        return token_bucket_tokens(&g->global, &g->global_limit, now_ns);
+    if (atomic_load(&g->shared_global.local))
+        return token_bucket_tokens(&g->global, &g->shared_global.share, now_ns);
+    return INFINITY;
+}
+
 json_t *guards_view(guards *g, int64_t now_ns)
 {
     pthread_mutex_lock(&g->apply_mu);
-    double tokens = token_bucket_tokens(&g->global, &g->global_limit, now_ns);
+    if (g->redis)
+        refresh_shares(g);
+    double tokens = global_tokens(g, now_ns);
     json_t *global = json_pack(
         "{s:f, s:I, s:o, s:I, s:I}", "rate", g->global_rps, "burst",
         (json_int_t)atomic_load(&g->global_limit.burst), "tokens",
@@ -523,6 +823,8 @@ json_t *guards_view(guards *g, int64_t now_ns)
         (double)atomic_load(&g->inflight.last_mean_ns) / 1e6, "admitted",
         (json_int_t)atomic_load(&g->inflight.admitted), "rejected",
         (json_int_t)atomic_load(&g->inflight.rejected));
+    view_sharing(g, &g->shared_global, global);
+    view_sharing(g, &g->shared_merchant, merchant);
     json_t *limits = json_pack("{s:o, s:o, s:o}", "global", global, "merchant", merchant,
                                "inflight", inflight);
     pthread_mutex_unlock(&g->apply_mu);
@@ -584,6 +886,29 @@ static char *append(char *buf, const char *fmt, ...)
     return buf;
 }
 
+/* Cluster mode only: in embedded mode there is no sharing to report, and a
+ * constant "not shared" would read as a fallback. */
+static char *sharing_metrics(guards *g, char *buf)
+{
+    struct shared_limiter *sls[] = {&g->shared_global, &g->shared_merchant};
+    buf = append(buf, "# HELP payd_limiter_shared 1: the limit is shared by the instances "
+                      "through Redis; 0: Redis is unavailable and this instance enforces its "
+                      "share of it.\n# TYPE payd_limiter_shared gauge\n");
+    for (size_t i = 0; i < ARRAY_LEN(sls); i++)
+        buf = append(buf, "payd_limiter_shared{limiter=\"%s\"} %d\n", sls[i]->name,
+                     !atomic_load(&sls[i]->local));
+    buf = append(buf, "# HELP payd_limiter_fallback_total Requests a limiter decided at this "
+                      "instance's share because Redis was unavailable.\n"
+                      "# TYPE payd_limiter_fallback_total counter\n");
+    for (size_t i = 0; i < ARRAY_LEN(sls); i++)
+        buf = append(buf, "payd_limiter_fallback_total{limiter=\"%s\"} %llu\n", sls[i]->name,
+                     (unsigned long long)atomic_load(&sls[i]->fallbacks));
+    return append(buf, "# HELP payd_limiter_instances Instances sharing the limits (a local "
+                       "share is the limit divided by this).\n"
+                       "# TYPE payd_limiter_instances gauge\npayd_limiter_instances %d\n",
+                  redis_limit_instances(g->redis));
+}
+
 char *guards_metrics(guards *g, char *buf, int64_t now_ns)
 {
     buf = append(buf, "# HELP payd_limiter_admitted_total Requests a limiter let through.\n"
@@ -602,6 +927,8 @@ char *guards_metrics(guards *g, char *buf, int64_t now_ns)
                  (unsigned long long)atomic_load(&g->global.rejected),
                  (unsigned long long)atomic_load(&g->merchant_rejected),
                  (unsigned long long)atomic_load(&g->inflight.rejected));
+    if (g->redis)
+        buf = sharing_metrics(g, buf);
     buf = append(buf,
                  "# HELP payd_inflight Write requests (order and payment creations) in flight.\n"
                  "# TYPE payd_inflight gauge\npayd_inflight %lld\n"

@@ -89,7 +89,7 @@ struct subscription {
 
 struct redis_limit {
     redis_pool *pool;
-    char instance[INSTANCE_MAX];
+    char instance[INSTANCE_MAX]; /* "": not counted, no heartbeat thread */
     _Atomic int instances;
     int stop_fd; /* an eventfd, readable once free() has begun */
     pthread_t heartbeat;
@@ -329,9 +329,9 @@ int redis_limit_subscribe(redis_limit *r, const char *channel, redis_limit_messa
 redis_limit *redis_limit_new(const char *url, const char *instance_id, char *err,
                              size_t err_size)
 {
-    PAYD_ASSERT(instance_id && instance_id[0] && strlen(instance_id) < INSTANCE_MAX);
+    PAYD_ASSERT(!instance_id || (instance_id[0] && strlen(instance_id) < INSTANCE_MAX));
     redis_limit *r = xcalloc(1, sizeof(*r));
-    snprintf(r->instance, sizeof(r->instance), "%s", instance_id);
+    snprintf(r->instance, sizeof(r->instance), "%s", instance_id ? instance_id : "");
     atomic_init(&r->instances, 1);
     struct redis_pool_config cfg = {
         .url = url,
@@ -349,6 +349,8 @@ redis_limit *redis_limit_new(const char *url, const char *instance_id, char *err
     r->stop_fd = eventfd(0, EFD_CLOEXEC);
     PAYD_ASSERT(r->stop_fd >= 0);
     pthread_mutex_init(&r->mu, NULL);
+    if (!r->instance[0])
+        return r;
     beat(r); /* the count is known from the start */
     int rc = pthread_create(&r->heartbeat, NULL, heartbeat_main, r);
     PAYD_ASSERT(rc == 0);
@@ -362,7 +364,8 @@ void redis_limit_free(redis_limit *r)
     uint64_t one = 1;
     ssize_t w = write(r->stop_fd, &one, sizeof(one));
     PAYD_ASSERT(w == (ssize_t)sizeof(one));
-    pthread_join(r->heartbeat, NULL);
+    if (r->instance[0])
+        pthread_join(r->heartbeat, NULL);
     for (int i = 0; i < r->nsubs; i++) {
         pthread_join(r->subs[i]->thread, NULL);
         if (r->subs[i]->ctx)
@@ -370,10 +373,12 @@ void redis_limit_free(redis_limit *r)
         free(r->subs[i]);
     }
     /* Leave the count now rather than when the heartbeat runs out. */
-    const char *argv[] = {"ZREM", INSTANCES_KEY, r->instance};
-    redisReply *rep = redis_pool_command(r->pool, 3, argv);
-    if (rep)
-        freeReplyObject(rep);
+    if (r->instance[0]) {
+        const char *argv[] = {"ZREM", INSTANCES_KEY, r->instance};
+        redisReply *rep = redis_pool_command(r->pool, 3, argv);
+        if (rep)
+            freeReplyObject(rep);
+    }
     redis_pool_free(r->pool);
     pthread_mutex_destroy(&r->mu);
     close(r->stop_fd);

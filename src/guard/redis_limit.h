@@ -27,8 +27,10 @@ typedef struct redis_limit redis_limit;
 
 /* url as for lock_redis_new: redis://[[user]:password@]host[:port][/db] or
  * unix:/path. instance_id names this process among the instances (unique
- * per process; at most 100 bytes). NULL with a message in err when the URL
- * is bad or Redis cannot be reached. */
+ * per process; at most 100 bytes), or is NULL for a process that takes no
+ * share of the limits (a worker, a merchant command that only publishes):
+ * such a process sends no heartbeat and is not counted. NULL with a
+ * message in err when the URL is bad or Redis cannot be reached. */
 redis_limit *redis_limit_new(const char *url, const char *instance_id, char *err,
                              size_t err_size);
 
@@ -46,7 +48,8 @@ int redis_limit_take(redis_limit *r, const char *key, int64_t interval_ns, int64
                      int64_t *wait_ns);
 
 /* Instances alive (this one included) at the last heartbeat that reached
- * Redis; 1 before any did. */
+ * Redis; 1 before any did, and always for an r made without an
+ * instance_id. */
 int redis_limit_instances(redis_limit *r);
 
 /* Sends message on channel. The number of subscribers (all instances) that

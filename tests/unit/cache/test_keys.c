@@ -1,9 +1,13 @@
 /*
  * test_keys.c - the API-key cache (src/cache/keys.c): hits under an
  * unchanged epoch, and emptied as soon as the merchant commands append to
- * DIR/merchants.epoch, including a lookup that raced with the change.
+ * DIR/merchants.epoch, including a lookup that raced with the change; the
+ * same for an explicit invalidation (cluster mode's broadcast); and
+ * entries that expire with a maximum age.
  */
 #include "../testutil.h"
+
+#include <time.h>
 
 #include "cache/keys.h"
 
@@ -79,12 +83,62 @@ static void test_put_after_change_is_dropped(void **state)
     test_rmtree(dir);
 }
 
+static void test_invalidate(void **state)
+{
+    (void)state;
+    char dir[TEST_PATH_MAX];
+    test_tmpdir(dir);
+    key_cache *c = key_cache_new(dir, 64);
+    struct merchant out, m = merchant_named("shop");
+    struct key_epoch epoch, before;
+    assert_false(key_cache_get(c, hash_a, &out, &epoch));
+    key_cache_put(c, hash_a, &m, &epoch);
+    assert_true(key_cache_get(c, hash_a, &out, &epoch));
+    /* another instance rotated the key: the broadcast empties the cache */
+    key_cache_invalidate(c);
+    assert_false(key_cache_get(c, hash_a, &out, &before));
+    /* a lookup that began before the next invalidation is not kept, even
+     * when no other request came in between */
+    key_cache_invalidate(c);
+    key_cache_put(c, hash_a, &m, &before);
+    assert_false(key_cache_get(c, hash_a, &out, &epoch));
+    /* one made after it is */
+    key_cache_put(c, hash_a, &m, &epoch);
+    assert_true(key_cache_get(c, hash_a, &out, &epoch));
+    key_cache_free(c);
+    test_rmtree(dir);
+}
+
+static void test_max_age(void **state)
+{
+    (void)state;
+    char dir[TEST_PATH_MAX];
+    test_tmpdir(dir);
+    key_cache *c = key_cache_new(dir, 64);
+    key_cache_set_max_age_ms(c, 100);
+    struct merchant out, m = merchant_named("shop");
+    struct key_epoch epoch;
+    assert_false(key_cache_get(c, hash_a, &out, &epoch));
+    key_cache_put(c, hash_a, &m, &epoch);
+    assert_true(key_cache_get(c, hash_a, &out, &epoch));
+    struct timespec ts = {.tv_nsec = 150 * 1000000L};
+    nanosleep(&ts, NULL);
+    /* too old: looked up again, and then cached afresh */
+    assert_false(key_cache_get(c, hash_a, &out, &epoch));
+    key_cache_put(c, hash_a, &m, &epoch);
+    assert_true(key_cache_get(c, hash_a, &out, &epoch));
+    key_cache_free(c);
+    test_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_miss_then_hit),
         cmocka_unit_test(test_epoch_bump_empties),
         cmocka_unit_test(test_put_after_change_is_dropped),
+        cmocka_unit_test(test_invalidate),
+        cmocka_unit_test(test_max_age),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

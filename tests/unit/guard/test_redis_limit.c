@@ -3,7 +3,8 @@
  * own: a full bucket admits burst at once and then tells the right wait; it
  * refills at its rate; nanosecond intervals stay exact; interval 0 admits
  * without Redis; two instances, and threads in both, share one bucket
- * exactly; the instance count follows heartbeats and a clean stop; pub/sub
+ * exactly; the instance count follows heartbeats and a clean stop, and a
+ * client made without an instance id is not counted; pub/sub
  * reaches every subscriber and only on its channel; bad URLs fail without
  * showing the password; and when Redis is killed takes answer -1 at once,
  * the count keeps its last value, and after a restart takes work again and
@@ -218,6 +219,27 @@ static void test_instances(void **state)
     redis_limit_free(a);
 }
 
+/* A process that takes no share (a worker, a merchant command) is not
+ * counted, yet takes, publishes and subscribes. */
+static void test_uncounted_client(void **state)
+{
+    (void)state;
+    redis_limit *a = new_limit("inst-a");
+    char err[256] = "";
+    redis_limit *c = redis_limit_new(g_redis.url, NULL, err, sizeof(err));
+    if (!c)
+        fail_msg("redis_limit_new: %s", err);
+    assert_int_equal(redis_limit_instances(c), 1);
+    test_redis_sleep_ms(1200); /* a heartbeat of a's */
+    assert_int_equal(redis_limit_instances(a), 1);
+    assert_int_equal(redis_limit_take(c, "global", 1000 * MS, 1, NULL), 1);
+    assert_int_equal(redis_limit_take(a, "global", 1000 * MS, 1, NULL), 0);
+    assert_int_equal(redis_limit_publish(c, "nobody", "x"), 0);
+    redis_limit_free(c);
+    assert_int_equal(redis_limit_instances(a), 1);
+    redis_limit_free(a);
+}
+
 /* Collects what a subscription delivers. */
 struct inbox {
     pthread_mutex_t mu;
@@ -390,6 +412,7 @@ int main(void)
         cmocka_unit_test_setup(test_two_instances_share, flush),
         cmocka_unit_test_setup(test_threads_share, flush),
         cmocka_unit_test_setup(test_instances, flush),
+        cmocka_unit_test_setup(test_uncounted_client, flush),
         cmocka_unit_test_setup(test_pubsub, flush),
         cmocka_unit_test_setup(test_too_many_subscriptions, flush),
         cmocka_unit_test_setup(test_bad_url_and_unreachable, flush),
