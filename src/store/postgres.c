@@ -21,8 +21,9 @@
  *
  * Reads: a bounded pool of connections, taken and given back per read.
  *
- * A listener thread LISTENs for new queue messages (migration 0002), so that
- * workers on every instance hear of a payment as soon as it is committed.
+ * A listener thread LISTENs for new queue messages, which writers announce
+ * after committing them, so that workers and relays on every instance hear
+ * of a payment as soon as it is committed.
  *
  * Every connection prepares every statement when it connects; no SQL is ever
  * built from values.
@@ -50,6 +51,7 @@ extern const struct store_backend store_postgres_backend;
 #define POOL_WAIT_MS 2000      /* a reader waits this long for a connection */
 #define PURGE_BATCH 5000
 #define CONNECT_TIMEOUT_S "5"
+#define NOTIFY_MIN_GAP_MS 5
 
 #define PAYMENT_COLS "id, order_id, merchant_id, amount, currency, channel, method, status," \
                      " serial_no, channel_txn_id, failure_code, failure_message, created_ms,"  \
@@ -667,6 +669,35 @@ out:
     return outcome;
 }
 
+/* Tells the instances' listeners that new queue messages were committed:
+ * a NOTIFY of its own, outside the batch (NOTIFY takes a database-wide lock
+ * at commit, which serialized every batch when it was part of them), and at
+ * most every NOTIFY_MIN_GAP_MS per writer: under load the consumers are
+ * busy and need no waking. */
+static _Thread_local int64_t notified_ms; /* this writer's last NOTIFY */
+static _Thread_local bool notify_pending; /* committed messages not announced yet */
+
+/* Sends the NOTIFY when one is pending and the gap has passed. */
+static void notify_if_due(PGconn *c)
+{
+    int64_t now = clock_mono_ms();
+    if (!c)
+        notify_pending = false; /* the listeners poll meanwhile */
+    if (!notify_pending || now - notified_ms < NOTIFY_MIN_GAP_MS)
+        return;
+    notify_pending = false;
+    notified_ms = now;
+    PGresult *r = PQexec(c, "NOTIFY payd_outbox");
+    PQclear(r);
+}
+
+static void notify_new_messages(PGconn *c, struct store_op **ops, int n)
+{
+    for (int i = 0; i < n && !notify_pending; i++)
+        notify_pending = ops[i]->kind == STORE_OP_PAYMENT_CREATE && ops[i]->rc == STORE_OK;
+    notify_if_due(c);
+}
+
 /* The writer's connection, reconnecting for up to RECONNECT_WAIT_MS. */
 static PGconn *writer_conn(struct pg_store *s, PGconn **c)
 {
@@ -710,8 +741,10 @@ static void run_batch(struct pg_store *s, PGconn **c, struct store_op **ops, int
             break;
         int bad = -1;
         enum batch_outcome o = run_pipeline(*c, todo, t, &bad);
-        if (o == BATCH_COMMITTED)
+        if (o == BATCH_COMMITTED) {
+            notify_new_messages(*c, todo, t);
             break;
+        }
         if (o == BATCH_BAD_OP) {
             todo[bad]->rc = STORE_E_IO;
             memmove(&todo[bad], &todo[bad + 1], (size_t)(t - bad - 1) * sizeof(*todo));
@@ -742,8 +775,21 @@ static void *writer_main(void *arg)
     PGconn *c = NULL;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (s->ring_len == 0 && !s->stopping)
-            pthread_cond_wait(&s->nonempty, &s->mu);
+        while (s->ring_len == 0 && !s->stopping) {
+            if (!notify_pending) {
+                pthread_cond_wait(&s->nonempty, &s->mu);
+                continue;
+            }
+            /* idle with an announcement held back: send it when due */
+            struct timespec ts;
+            clock_deadline(NOTIFY_MIN_GAP_MS, &ts);
+            pthread_cond_timedwait(&s->nonempty, &s->mu, &ts);
+            if (s->ring_len == 0) {
+                pthread_mutex_unlock(&s->mu);
+                notify_if_due(c);
+                pthread_mutex_lock(&s->mu);
+            }
+        }
         if (s->ring_len == 0 && s->stopping) {
             pthread_mutex_unlock(&s->mu);
             break;
