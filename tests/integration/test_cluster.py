@@ -69,6 +69,8 @@ class Cluster:
                 pass
         subprocess.run([DOWN, self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=180)
+        if os.environ.get("PAYD_KEEP_TMP") != "1":
+            shutil.rmtree(self.dir, True)
 
     def logs(self):
         out = []
