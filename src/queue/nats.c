@@ -116,8 +116,11 @@ static void recover(struct nats_queue *q, int64_t *last_ms, bool consumer)
 /* Publishes one claimed row; true when the broker has it. */
 static bool publish(struct nats_queue *q, const struct outbox_msg *m)
 {
-    char data[2 * ID_MAX + 2];
-    int len = snprintf(data, sizeof(data), "%s %s", m->payment_id, m->payment.merchant_id);
+    char data[2 * ID_MAX + 24];
+    /* the third field: how many times the row was published, this one
+     * included, so a resent copy is never taken for a first delivery */
+    int len = snprintf(data, sizeof(data), "%s %s %lld", m->payment_id, m->payment.merchant_id,
+                       (long long)m->deliveries);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MsgId = m->payment_id;
@@ -133,8 +136,10 @@ static bool publish(struct nats_queue *q, const struct outbox_msg *m)
     return true;
 }
 
+enum { RELAY_STORE_FAILED = -1, RELAY_BROKER_FAILED = -2 };
+
 /* One round: claims unsent rows, publishes them, marks what went out.
- * Returns how many were claimed (0: none, -1: the store failed). */
+ * Returns how many were claimed, or a RELAY_*_FAILED. */
 static int relay_round(struct nats_queue *q, struct outbox_msg *msgs, int64_t *sent_ids)
 {
     struct store_op op = {.kind = STORE_OP_RELAY_CLAIM};
@@ -142,7 +147,7 @@ static int relay_round(struct nats_queue *q, struct outbox_msg *msgs, int64_t *s
     op.in.outbox_claim.lease_ms = RELAY_LEASE_MS;
     op.in.outbox_claim.msgs = msgs;
     if (store_exec(q->store, &op, 1000) != STORE_OK)
-        return -1;
+        return RELAY_STORE_FAILED;
     int n = op.out.claimed, sent = 0;
     for (int i = 0; i < n; i++) {
         if (!publish(q, &msgs[i]))
@@ -157,7 +162,7 @@ static int relay_round(struct nats_queue *q, struct outbox_msg *msgs, int64_t *s
         if (store_exec(q->store, &mark, 1000) != STORE_OK)
             log_warn("relay_mark_failed", NULL);
     }
-    return sent < n ? -1 : n;
+    return sent < n ? RELAY_BROKER_FAILED : n;
 }
 
 static void sweep(struct nats_queue *q)
@@ -184,7 +189,7 @@ static void *relay_main(void *arg)
         q->notified = false;
         pthread_mutex_unlock(&q->mu);
         int n = relay_round(q, msgs, ids);
-        if (n < 0)
+        if (n == RELAY_BROKER_FAILED)
             recover(q, &recovered_ms, false);
         if (clock_mono_ms() >= next_sweep_ms) {
             sweep(q);
@@ -235,7 +240,8 @@ static void *fetcher_main(void *arg)
         if (s != NATS_OK && s != NATS_TIMEOUT) {
             log_nats("fetch", s, jerr);
             sleep_ms(200);
-            recover(q, &recovered_ms, true);
+            if (!q->sub || !consumer_exists(q))
+                recover(q, &recovered_ms, true);
         }
         /* A broker that lost its state answers a pull for a consumer it
          * no longer has with silence: after a few empty fetches, look. */
@@ -268,32 +274,38 @@ static int unpack(struct nats_queue *q, natsMsg *msg, struct queue_msg *out)
 {
     memset(out, 0, sizeof(*out));
     out->handle = msg;
-    char data[2 * ID_MAX + 2], merchant[ID_MAX] = "";
+    char data[2 * ID_MAX + 24], merchant[ID_MAX] = "";
     int len = natsMsg_GetDataLength(msg);
     if (len <= 0 || len >= (int)sizeof(data))
         len = 0;
     memcpy(data, natsMsg_GetData(msg), (size_t)len);
     data[len] = '\0';
-    char *space = strchr(data, ' ');
-    size_t id_len = space ? (size_t)(space - data) : 0;
-    size_t merchant_len = space ? strlen(space + 1) : 0;
-    bool ok = id_len > 0 && id_len < ID_MAX && merchant_len > 0 && merchant_len < ID_MAX;
+    /* "<payment id> <merchant id> <times published>" */
+    char *save = NULL;
+    const char *id = strtok_r(data, " ", &save);
+    const char *mid = id ? strtok_r(NULL, " ", &save) : NULL;
+    const char *pubs = mid ? strtok_r(NULL, " ", &save) : NULL;
+    long long published = pubs ? strtoll(pubs, NULL, 10) : 0;
+    bool ok = id && mid && strlen(id) < ID_MAX && strlen(mid) < ID_MAX;
     if (ok) {
-        memcpy(out->payment_id, data, id_len);
-        memcpy(merchant, space + 1, merchant_len + 1);
+        snprintf(out->payment_id, sizeof(out->payment_id), "%s", id);
+        snprintf(merchant, sizeof(merchant), "%s", mid);
     }
     if (!ok) {
         log_error("nats_bad_message", "data", data, NULL);
         return 0; /* found = false: acknowledged and dropped by the worker */
     }
     jsMsgMetaData *meta = NULL;
-    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && published >= 1) {
         out->id = (int64_t)meta->Sequence.Stream;
-        out->deliveries = (int64_t)meta->NumDelivered;
-        jsMsgMetaData_Destroy(meta);
+        /* deliveries of earlier copies count: only the first delivery of
+         * the first copy charges without asking the channel first */
+        out->deliveries = (int64_t)meta->NumDelivered + published - 1;
     } else {
-        out->deliveries = 2; /* unknown: assume a redelivery, which queries first */
+        out->deliveries = 2; /* unknown: taken for a redelivery, which queries first */
     }
+    if (meta)
+        jsMsgMetaData_Destroy(meta);
     int rc = store_payment_get(q->store, merchant, out->payment_id, &out->payment);
     if (rc == STORE_E_IO)
         return -1;
@@ -321,7 +333,7 @@ static int nats_next(queue *base, struct queue_msg *out, int64_t wait_ms)
         natsMsg *msg = q->ring[q->ring_head];
         q->ring_head = (q->ring_head + 1) % q->ring_cap;
         q->ring_len--;
-        pthread_cond_signal(&q->wake); /* room to fetch more */
+        pthread_cond_broadcast(&q->wake); /* room to fetch more (the relay waits there too) */
         pthread_mutex_unlock(&q->mu);
         if (unpack(q, msg, out) == 0)
             return QUEUE_OK;
@@ -417,13 +429,27 @@ static natsStatus ensure_stream(jsCtx *js, const char *name, const char *subject
     cfg.Retention = retention;
     cfg.Storage = js_FileStorage;
     cfg.Replicas = replicas;
-    jsStreamInfo *si = NULL;
-    natsStatus s = js_AddStream(&si, js, &cfg, NULL, jerr);
-    if (s != NATS_OK && *jerr == JSStreamNameExistErr) {
+    natsStatus s = NATS_ERR;
+    /* Instances starting together race to create it: the loser is told the
+     * name exists or (while the winner's is being made) that its subject
+     * overlaps one; then the stream is there to update. */
+    for (int attempt = 0; attempt < 10; attempt++) {
+        jsStreamInfo *si = NULL;
         *jerr = 0;
-        s = js_UpdateStream(&si, js, &cfg, NULL, jerr);
+        s = js_AddStream(&si, js, &cfg, NULL, jerr);
+        jsStreamInfo_Destroy(si);
+        if (s == NATS_OK)
+            return s;
+        if (*jerr == JSStreamNameExistErr || *jerr == JSStreamSubjectOverlapErr) {
+            si = NULL;
+            *jerr = 0;
+            s = js_UpdateStream(&si, js, &cfg, NULL, jerr);
+            jsStreamInfo_Destroy(si);
+            if (s == NATS_OK)
+                return s;
+        }
+        sleep_ms(50 * (attempt + 1));
     }
-    jsStreamInfo_Destroy(si);
     return s;
 }
 

@@ -194,6 +194,7 @@ static int release(queue *base, const struct queue_msg *m, int64_t delay_ms, boo
     op->in.outbox_retry.id = m->id;
     op->in.outbox_retry.delay_ms = delay_ms;
     op->in.outbox_retry.uncount = uncount;
+    op->in.outbox_retry.deliveries = m->deliveries;
     return submit_owned((struct outbox_queue *)base, op) == 0 ? QUEUE_OK : QUEUE_E_IO;
 }
 

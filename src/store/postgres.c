@@ -100,7 +100,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUTBOX_ACK] = "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
     [S_OUTBOX_RETRY] = "UPDATE outbox SET available_ms = $2 WHERE id = $1",
     [S_OUTBOX_DEFER] = "UPDATE outbox SET available_ms = $2,"
-                       " deliveries = greatest(deliveries - 1, 0) WHERE id = $1",
+                       " deliveries = greatest(deliveries - 1, 0) WHERE id = $1"
+                       " AND deliveries = $3",
     [S_IDEM_PURGE] = "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
                      " idempotency_keys WHERE created_ms < $1 LIMIT $2))",
     [S_MERCHANT_ADD] = "SELECT payd_merchant_add($1,$2,$3,$4)",
@@ -127,6 +128,7 @@ static const char *const stmt_sql[S_COUNT] = {
 struct pg_store {
     struct store base;
     char *conninfo;
+    const char *conn_values[9]; /* for conn_keys; the same for every connection */
     int max_batch;
     void (*on_commit)(void *arg, int ops, int64_t latency_us);
     void *on_commit_arg;
@@ -192,13 +194,32 @@ static int prepare_all(PGconn *c, char *err, size_t err_size)
     return 0;
 }
 
+/* Connection settings ahead of the user's string, which wins where it says
+ * otherwise: a bounded connect, and TCP keepalives with a user timeout, so
+ * that a database host that vanishes without a reset (power, partition)
+ * fails the connection in seconds instead of leaving a writer waiting for
+ * an answer forever. */
+static const char *const conn_keys[] = {"connect_timeout", "application_name", "keepalives",
+                                        "keepalives_idle", "keepalives_interval",
+                                        "keepalives_count", "tcp_user_timeout", "dbname", NULL};
+
+static void conn_values_init(struct pg_store *s)
+{
+    s->conn_values[0] = CONNECT_TIMEOUT_S;
+    s->conn_values[1] = "payd";
+    s->conn_values[2] = "1";
+    s->conn_values[3] = "5";
+    s->conn_values[4] = "2";
+    s->conn_values[5] = "3";
+    s->conn_values[6] = "10000";
+    s->conn_values[7] = s->conninfo;
+    s->conn_values[8] = NULL;
+}
+
 /* A new connection with every statement prepared, or NULL (err says why). */
 static PGconn *connect_db(struct pg_store *s, char *err, size_t err_size)
 {
-    /* connect_timeout first: a value in the connection string wins. */
-    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *const values[] = {CONNECT_TIMEOUT_S, "payd", s->conninfo, NULL};
-    PGconn *c = PQconnectdbParams(keys, values, 1);
+    PGconn *c = PQconnectdbParams(conn_keys, s->conn_values, 1);
     char buf[256];
     if (!c || PQstatus(c) != CONNECTION_OK) {
         snprintf(err, err_size, "store: cannot connect to PostgreSQL: %s",
@@ -450,7 +471,11 @@ static enum stmt op_params(struct store_op *op, struct params *p, char **ids)
     case STORE_OP_OUTBOX_RETRY:
         p_int(p, op->in.outbox_retry.id);
         p_int(p, clock_wall_ms() + op->in.outbox_retry.delay_ms);
-        return op->in.outbox_retry.uncount ? S_OUTBOX_DEFER : S_OUTBOX_RETRY;
+        if (!op->in.outbox_retry.uncount)
+            return S_OUTBOX_RETRY;
+        /* conditional: a batch run again must not take a delivery back twice */
+        p_int(p, op->in.outbox_retry.deliveries);
+        return S_OUTBOX_DEFER;
     case STORE_OP_IDEM_PURGE:
         p_int(p, op->in.idem_purge.older_than_ms);
         p_int(p, PURGE_BATCH);
@@ -525,6 +550,7 @@ static int op_result(struct store_op *op, const PGresult *r)
             m->id = int_val(r, i, 0);
             copy_val(r, i, 1, m->payment_id, sizeof(m->payment_id));
             copy_val(r, i, 2, m->payment.merchant_id, sizeof(m->payment.merchant_id));
+            m->deliveries = int_val(r, i, 3); /* times published, this one included */
         }
         op->out.claimed = n;
         return STORE_OK;
@@ -565,16 +591,25 @@ static int by_lock_key(const void *a, const void *b)
     return c ? c : (x->kind > y->kind) - (x->kind < y->kind);
 }
 
+/* SQLSTATEs that say the connection is no good: the batch runs again on a
+ * new one (which, with a multi-host connection string, finds the primary). */
+static bool reconnect_state(const char *sqlstate)
+{
+    return sqlstate && (strncmp(sqlstate, "08", 2) == 0 /* connection exceptions */
+                        || strcmp(sqlstate, "57P01") == 0  /* admin_shutdown */
+                        || strcmp(sqlstate, "57P02") == 0  /* crash_shutdown */
+                        || strcmp(sqlstate, "57P03") == 0  /* cannot_connect_now */
+                        || strcmp(sqlstate, "25006") == 0  /* read_only: a demoted primary */
+                        || strcmp(sqlstate, "57014") == 0); /* query_canceled */
+}
+
 /* SQLSTATEs after which the same batch may simply run again. */
 static bool transient(const char *sqlstate)
 {
     return sqlstate && (strcmp(sqlstate, "40001") == 0     /* serialization_failure */
                         || strcmp(sqlstate, "40P01") == 0  /* deadlock_detected */
                         || strcmp(sqlstate, "55P03") == 0  /* lock_not_available */
-                        || strncmp(sqlstate, "08", 2) == 0 /* connection exceptions */
-                        || strcmp(sqlstate, "57P01") == 0  /* admin_shutdown */
-                        || strcmp(sqlstate, "57P02") == 0  /* crash_shutdown */
-                        || strcmp(sqlstate, "57P03") == 0); /* cannot_connect_now */
+                        || reconnect_state(sqlstate));
 }
 
 enum batch_outcome {
@@ -646,15 +681,18 @@ static enum batch_outcome run_pipeline(PGconn *c, struct store_op **ops, int n, 
     }
     if (failed_state) {
         bool own = *bad >= 0 && !transient(failed_state);
-        outcome = own ? BATCH_BAD_OP : BATCH_RETRY;
+        outcome = own ? BATCH_BAD_OP : reconnect_state(failed_state) ? BATCH_CONN : BATCH_RETRY;
+    }
+out:
+    if (outcome != BATCH_COMMITTED) {
         /* answers read before the failure are void: nothing committed */
         for (int i = 0; i < n; i++)
             if (ops[i]->kind == STORE_OP_PAYMENT_CREATE && ops[i]->rc == STORE_E_IDEM_EXISTS) {
                 free(ops[i]->out.idem.body);
                 ops[i]->out.idem.body = NULL;
+                ops[i]->rc = STORE_E_IO;
             }
     }
-out:
     if (PQstatus(c) == CONNECTION_OK)
         PQexitPipelineMode(c);
     if (PQstatus(c) != CONNECTION_OK)
@@ -751,17 +789,19 @@ static void run_batch(struct pg_store *s, PGconn **c, struct store_op **ops, int
             t--;
             continue;
         }
+        if (o == BATCH_CONN) {
+            /* closed whatever happens next: it may hold unread results */
+            PQfinish(*c);
+            *c = NULL;
+        }
         if (++attempts >= BATCH_ATTEMPTS) {
             log_pg("batch", "gave up after repeated transient failures");
             for (int i = 0; i < t; i++)
                 todo[i]->rc = STORE_E_IO;
             break;
         }
-        if (o == BATCH_CONN) {
+        if (o == BATCH_CONN)
             log_pg("batch", "connection lost; running the batch again");
-            PQfinish(*c);
-            *c = NULL;
-        }
         sleep_ms(5 * attempts);
     }
     free(todo);
@@ -1161,6 +1201,7 @@ static store *pg_open(const struct store_options *opts, char *err, size_t err_si
     struct pg_store *s = xcalloc(1, sizeof(*s));
     s->base.be = &store_postgres_backend;
     s->conninfo = xstrdup(opts->url);
+    conn_values_init(s);
     s->max_batch = opts->max_batch;
     s->on_commit = opts->on_commit;
     s->on_commit_arg = opts->on_commit_arg;
@@ -1177,9 +1218,7 @@ static store *pg_open(const struct store_options *opts, char *err, size_t err_si
 
     /* The first connection applies the migrations, then joins the pool
      * (it is prepared again: the schema's functions may be new). */
-    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *const values[] = {CONNECT_TIMEOUT_S, "payd", s->conninfo, NULL};
-    PGconn *c = PQconnectdbParams(keys, values, 1);
+    PGconn *c = PQconnectdbParams(conn_keys, s->conn_values, 1);
     char buf[256];
     if (!c || PQstatus(c) != CONNECTION_OK) {
         snprintf(err, err_size, "store: cannot connect to PostgreSQL: %s",

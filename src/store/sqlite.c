@@ -152,7 +152,7 @@ static const char *const wsql[W_COUNT] = {
     [W_OUTBOX_ACK] = "DELETE FROM outbox WHERE id = ?1",
     [W_OUTBOX_RETRY] = "UPDATE outbox SET available_ms = ?2 WHERE id = ?1",
     [W_OUTBOX_DEFER] = "UPDATE outbox SET available_ms = ?2, deliveries = max(deliveries - 1, 0)"
-                       " WHERE id = ?1",
+                       " WHERE id = ?1 AND deliveries = ?3",
     [W_OUTBOX_RESET] = "UPDATE outbox SET available_ms = ?1 WHERE available_ms > ?1",
     [W_PAYMENT_REROUTE] = "UPDATE payments SET channel = ?2, updated_ms = ?3 WHERE id = ?1 AND"
                           " channel = ?4 AND status = 'processing'",
@@ -668,8 +668,13 @@ static int run_op(struct sqlite_store *s, struct store_op *op)
                 return STORE_E_IO;
         return STORE_OK;
     case STORE_OP_OUTBOX_RETRY:
-        return op_simple(s, op->in.outbox_retry.uncount ? W_OUTBOX_DEFER : W_OUTBOX_RETRY,
-                         op->in.outbox_retry.id, clock_wall_ms() + op->in.outbox_retry.delay_ms);
+        if (op->in.outbox_retry.uncount) {
+            sqlite3_bind_int64(s->w[W_OUTBOX_DEFER], 3, op->in.outbox_retry.deliveries);
+            return op_simple(s, W_OUTBOX_DEFER, op->in.outbox_retry.id,
+                             clock_wall_ms() + op->in.outbox_retry.delay_ms);
+        }
+        return op_simple(s, W_OUTBOX_RETRY, op->in.outbox_retry.id,
+                         clock_wall_ms() + op->in.outbox_retry.delay_ms);
     case STORE_OP_PAYMENT_REROUTE:
         return op_payment_reroute(s, op);
     case STORE_OP_OUTBOX_RESET:

@@ -120,6 +120,8 @@ struct store_op {
             int64_t id;
             int64_t delay_ms;
             bool uncount; /* this delivery did not reach the channel: take it back */
+            int64_t deliveries; /* uncount: the count this delivery made; a second
+                                   run of the same write takes nothing more back */
         } outbox_retry;
         struct {
             const char *payment_id, *order_id, *merchant_id;

@@ -94,8 +94,11 @@ static void report(worker_pool *pool, struct finish_job *job)
         queue_ack(app->queue, &job->msg); /* another delivery got there first */
         break;
     case STORE_E_STALE_FENCE:
-        /* A newer lock holder wrote this order: it owns the outcome now. */
+        /* A newer lock holder wrote this order: it owns the outcome now.
+         * The message comes back soon and finds the payment final (or its
+         * lock taken); a broker's message must be handed back in any case. */
         log_warn("payment_stale_fence", "payment_id", p->id, NULL);
+        queue_retry(app->queue, &job->msg, STORE_RETRY_MS);
         break;
     default:
         log_error("payment_finish_failed", "payment_id", p->id, "error", store_rc_name(rc),
