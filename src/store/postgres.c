@@ -763,29 +763,29 @@ static void run_batch(struct pg_store *s, PGconn **c, struct store_op **ops, int
 {
     /* A reset has no statement: it is for a single owner of the outbox;
      * here leases simply expire. */
-    struct store_op **todo = xcalloc((size_t)n, sizeof(*todo));
+    struct store_op **work = xcalloc((size_t)n, sizeof(*work));
     int t = 0;
     for (int i = 0; i < n; i++) {
         ops[i]->rc = STORE_OK;
         if (ops[i]->kind != STORE_OP_OUTBOX_RESET)
-            todo[t++] = ops[i];
+            work[t++] = ops[i];
     }
-    qsort(todo, (size_t)t, sizeof(*todo), by_lock_key);
+    qsort(work, (size_t)t, sizeof(*work), by_lock_key);
     int attempts = 0;
     while (t > 0) {
         for (int i = 0; i < t; i++)
-            todo[i]->rc = STORE_E_IO; /* until this run commits */
+            work[i]->rc = STORE_E_IO; /* until this run commits */
         if (!writer_conn(s, c))
             break;
         int bad = -1;
-        enum batch_outcome o = run_pipeline(*c, todo, t, &bad);
+        enum batch_outcome o = run_pipeline(*c, work, t, &bad);
         if (o == BATCH_COMMITTED) {
-            notify_new_messages(*c, todo, t);
+            notify_new_messages(*c, work, t);
             break;
         }
         if (o == BATCH_BAD_OP) {
-            todo[bad]->rc = STORE_E_IO;
-            memmove(&todo[bad], &todo[bad + 1], (size_t)(t - bad - 1) * sizeof(*todo));
+            work[bad]->rc = STORE_E_IO;
+            memmove(&work[bad], &work[bad + 1], (size_t)(t - bad - 1) * sizeof(*work));
             t--;
             continue;
         }
@@ -797,14 +797,14 @@ static void run_batch(struct pg_store *s, PGconn **c, struct store_op **ops, int
         if (++attempts >= BATCH_ATTEMPTS) {
             log_pg("batch", "gave up after repeated transient failures");
             for (int i = 0; i < t; i++)
-                todo[i]->rc = STORE_E_IO;
+                work[i]->rc = STORE_E_IO;
             break;
         }
         if (o == BATCH_CONN)
             log_pg("batch", "connection lost; running the batch again");
         sleep_ms(5 * attempts);
     }
-    free(todo);
+    free(work);
 }
 
 static void *writer_main(void *arg)
@@ -997,29 +997,47 @@ static int64_t pg_merchant_count(store *base)
     return read_scalar((struct pg_store *)base, S_MERCHANT_COUNT, -1);
 }
 
-static int pg_order_get(store *base, const char *merchant_id, const char *id, struct order *out)
+/* A one-row read: convert fills out from the row when there is one. */
+static int get_one(store *base, enum stmt q, const char *a, const char *b,
+                   void (*convert)(const PGresult *r, void *out), void *out)
 {
-    PGresult *r = read_query((struct pg_store *)base, S_ORDER_GET, id, merchant_id);
+    PGresult *r = read_query((struct pg_store *)base, q, a, b);
     if (!r)
         return STORE_E_IO;
     int rc = PQntuples(r) == 1 ? STORE_OK : STORE_E_NOT_FOUND;
     if (rc == STORE_OK)
-        row_to_order(r, 0, 0, out);
+        convert(r, out);
     PQclear(r);
     return rc;
+}
+
+static void convert_order(const PGresult *r, void *out)
+{
+    row_to_order(r, 0, 0, out);
+}
+
+static void convert_payment(const PGresult *r, void *out)
+{
+    row_to_payment(r, 0, 0, out);
+}
+
+static void convert_idem(const PGresult *r, void *out)
+{
+    struct idem_record *k = out;
+    copy_val(r, 0, 0, k->fingerprint, sizeof(k->fingerprint));
+    k->status = (int)int_val(r, 0, 1);
+    k->body = xstrdup(PQgetvalue(r, 0, 2));
+}
+
+static int pg_order_get(store *base, const char *merchant_id, const char *id, struct order *out)
+{
+    return get_one(base, S_ORDER_GET, id, merchant_id, convert_order, out);
 }
 
 static int pg_payment_get(store *base, const char *merchant_id, const char *id,
                           struct payment *out)
 {
-    PGresult *r = read_query((struct pg_store *)base, S_PAYMENT_GET, id, merchant_id);
-    if (!r)
-        return STORE_E_IO;
-    int rc = PQntuples(r) == 1 ? STORE_OK : STORE_E_NOT_FOUND;
-    if (rc == STORE_OK)
-        row_to_payment(r, 0, 0, out);
-    PQclear(r);
-    return rc;
+    return get_one(base, S_PAYMENT_GET, id, merchant_id, convert_payment, out);
 }
 
 static int pg_payment_list(store *base, const char *merchant_id, const char *order_id,
@@ -1041,17 +1059,7 @@ static int pg_payment_list(store *base, const char *merchant_id, const char *ord
 static int pg_idem_get(store *base, const char *merchant_id, const char *key,
                        struct idem_record *out)
 {
-    PGresult *r = read_query((struct pg_store *)base, S_IDEM_GET, merchant_id, key);
-    if (!r)
-        return STORE_E_IO;
-    int rc = PQntuples(r) == 1 ? STORE_OK : STORE_E_NOT_FOUND;
-    if (rc == STORE_OK) {
-        copy_val(r, 0, 0, out->fingerprint, sizeof(out->fingerprint));
-        out->status = (int)int_val(r, 0, 1);
-        out->body = xstrdup(PQgetvalue(r, 0, 2));
-    }
-    PQclear(r);
-    return rc;
+    return get_one(base, S_IDEM_GET, merchant_id, key, convert_idem, out);
 }
 
 static int pg_balance(store *base, const char *merchant_id, struct store_amount *out, int max)

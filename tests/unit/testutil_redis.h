@@ -205,4 +205,30 @@ static inline void test_redis_flush(struct test_redis *r)
     assert_null(strchr(reply, '-'));
 }
 
+/* The one server of a test binary, started for its groups of tests (as
+ * cmocka group setup and teardown) and flushed before each test. */
+static struct test_redis g_redis;
+
+static inline int test_redis_group_setup(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN); /* as payd does: writes to a killed server */
+    test_redis_start(&g_redis, NULL);
+    return 0;
+}
+
+static inline int test_redis_group_teardown(void **state)
+{
+    (void)state;
+    test_redis_stop(&g_redis);
+    return 0;
+}
+
+static inline int test_redis_flush_each(void **state)
+{
+    (void)state;
+    test_redis_flush(&g_redis);
+    return 0;
+}
+
 #endif

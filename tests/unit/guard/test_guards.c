@@ -21,7 +21,6 @@
 #define MS 1000000LL
 #define S 1000000000LL
 
-static struct test_redis g_redis;
 
 /* What on_change was told: the channel indexes, in order. */
 struct changes {
@@ -188,28 +187,6 @@ static bool metrics_have(struct instance *in, const char *line)
     bool found = strstr(m, line) != NULL;
     free(m);
     return found;
-}
-
-static int group_setup(void **state)
-{
-    (void)state;
-    signal(SIGPIPE, SIG_IGN); /* as payd does: writes to a killed server */
-    test_redis_start(&g_redis, NULL);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    test_redis_stop(&g_redis);
-    return 0;
-}
-
-static int flush(void **state)
-{
-    (void)state;
-    test_redis_flush(&g_redis);
-    return 0;
 }
 
 /* Embedded mode: the local buckets as ever, nothing of Redis. */
@@ -424,11 +401,11 @@ static void test_redis_killed_then_restarted(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_embedded, flush),
-        cmocka_unit_test_setup(test_limits_shared, flush),
-        cmocka_unit_test_setup(test_share_follows_instances_and_settings, flush),
-        cmocka_unit_test_setup(test_breaker_change_reaches_others, flush),
-        cmocka_unit_test_setup(test_redis_killed_then_restarted, flush),
+        cmocka_unit_test_setup(test_embedded, test_redis_flush_each),
+        cmocka_unit_test_setup(test_limits_shared, test_redis_flush_each),
+        cmocka_unit_test_setup(test_share_follows_instances_and_settings, test_redis_flush_each),
+        cmocka_unit_test_setup(test_breaker_change_reaches_others, test_redis_flush_each),
+        cmocka_unit_test_setup(test_redis_killed_then_restarted, test_redis_flush_each),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, test_redis_group_setup, test_redis_group_teardown);
 }

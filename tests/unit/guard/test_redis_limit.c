@@ -20,7 +20,6 @@
 
 #define MS 1000000LL
 
-static struct test_redis g_redis;
 
 static int64_t mono_ms(void)
 {
@@ -36,28 +35,6 @@ static redis_limit *new_limit(const char *instance)
     if (!r)
         fail_msg("redis_limit_new: %s", err);
     return r;
-}
-
-static int group_setup(void **state)
-{
-    (void)state;
-    signal(SIGPIPE, SIG_IGN); /* as payd does: writes to a killed server */
-    test_redis_start(&g_redis, NULL);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    test_redis_stop(&g_redis);
-    return 0;
-}
-
-static int flush(void **state)
-{
-    (void)state;
-    test_redis_flush(&g_redis);
-    return 0;
 }
 
 static void test_burst_then_wait(void **state)
@@ -405,18 +382,18 @@ static void test_redis_killed_and_restarted(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_burst_then_wait, flush),
-        cmocka_unit_test_setup(test_rate, flush),
-        cmocka_unit_test_setup(test_fast_rates, flush),
-        cmocka_unit_test_setup(test_unlimited, flush),
-        cmocka_unit_test_setup(test_two_instances_share, flush),
-        cmocka_unit_test_setup(test_threads_share, flush),
-        cmocka_unit_test_setup(test_instances, flush),
-        cmocka_unit_test_setup(test_uncounted_client, flush),
-        cmocka_unit_test_setup(test_pubsub, flush),
-        cmocka_unit_test_setup(test_too_many_subscriptions, flush),
-        cmocka_unit_test_setup(test_bad_url_and_unreachable, flush),
-        cmocka_unit_test_setup(test_redis_killed_and_restarted, flush),
+        cmocka_unit_test_setup(test_burst_then_wait, test_redis_flush_each),
+        cmocka_unit_test_setup(test_rate, test_redis_flush_each),
+        cmocka_unit_test_setup(test_fast_rates, test_redis_flush_each),
+        cmocka_unit_test_setup(test_unlimited, test_redis_flush_each),
+        cmocka_unit_test_setup(test_two_instances_share, test_redis_flush_each),
+        cmocka_unit_test_setup(test_threads_share, test_redis_flush_each),
+        cmocka_unit_test_setup(test_instances, test_redis_flush_each),
+        cmocka_unit_test_setup(test_uncounted_client, test_redis_flush_each),
+        cmocka_unit_test_setup(test_pubsub, test_redis_flush_each),
+        cmocka_unit_test_setup(test_too_many_subscriptions, test_redis_flush_each),
+        cmocka_unit_test_setup(test_bad_url_and_unreachable, test_redis_flush_each),
+        cmocka_unit_test_setup(test_redis_killed_and_restarted, test_redis_flush_each),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, test_redis_group_setup, test_redis_group_teardown);
 }

@@ -21,7 +21,6 @@
 
 #include "lock/lock.h"
 
-static struct test_redis g_redis;
 
 static int64_t mono_ms(void)
 {
@@ -57,28 +56,6 @@ static int64_t fence_counter(void)
     const char *body = strstr(reply, "\r\n");
     assert_non_null(body);
     return strtoll(body + 2, NULL, 10);
-}
-
-static int group_setup(void **state)
-{
-    (void)state;
-    signal(SIGPIPE, SIG_IGN); /* as payd does: writes to a killed server */
-    test_redis_start(&g_redis, NULL);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    test_redis_stop(&g_redis);
-    return 0;
-}
-
-static int flush(void **state)
-{
-    (void)state;
-    test_redis_flush(&g_redis);
-    return 0;
 }
 
 static void test_acquire_busy_release(void **state)
@@ -536,20 +513,20 @@ static void test_redis_killed_and_restarted(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_acquire_busy_release, flush),
-        cmocka_unit_test_setup(test_tokens_increase, flush),
-        cmocka_unit_test_setup(test_min_token, flush),
-        cmocka_unit_test_setup(test_renew_by_other_lost, flush),
-        cmocka_unit_test_setup(test_stale_holder_refused, flush),
-        cmocka_unit_test_setup(test_expiry_moves_lock, flush),
-        cmocka_unit_test_setup(test_watchdog_keeps_lease, flush),
-        cmocka_unit_test_setup(test_wait_for_release, flush),
-        cmocka_unit_test_setup(test_two_instances_race, flush),
-        cmocka_unit_test_setup(test_bad_urls, flush),
-        cmocka_unit_test_setup(test_unreachable, flush),
-        cmocka_unit_test_setup(test_unix_socket_and_db, flush),
-        cmocka_unit_test_setup(test_password_never_shown, flush),
-        cmocka_unit_test_setup(test_redis_killed_and_restarted, flush),
+        cmocka_unit_test_setup(test_acquire_busy_release, test_redis_flush_each),
+        cmocka_unit_test_setup(test_tokens_increase, test_redis_flush_each),
+        cmocka_unit_test_setup(test_min_token, test_redis_flush_each),
+        cmocka_unit_test_setup(test_renew_by_other_lost, test_redis_flush_each),
+        cmocka_unit_test_setup(test_stale_holder_refused, test_redis_flush_each),
+        cmocka_unit_test_setup(test_expiry_moves_lock, test_redis_flush_each),
+        cmocka_unit_test_setup(test_watchdog_keeps_lease, test_redis_flush_each),
+        cmocka_unit_test_setup(test_wait_for_release, test_redis_flush_each),
+        cmocka_unit_test_setup(test_two_instances_race, test_redis_flush_each),
+        cmocka_unit_test_setup(test_bad_urls, test_redis_flush_each),
+        cmocka_unit_test_setup(test_unreachable, test_redis_flush_each),
+        cmocka_unit_test_setup(test_unix_socket_and_db, test_redis_flush_each),
+        cmocka_unit_test_setup(test_password_never_shown, test_redis_flush_each),
+        cmocka_unit_test_setup(test_redis_killed_and_restarted, test_redis_flush_each),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, test_redis_group_setup, test_redis_group_teardown);
 }
