@@ -2,7 +2,8 @@
 #
 #   make            build build/payd and the tools
 #   make run        build and start payd embedded on 127.0.0.1:8080 (data in ./payd-data)
-#   make test       unit and integration tests, then the same under ASan+UBSan
+#   make test       unit and integration tests (SQLite, then PostgreSQL and the local
+#                   cluster), then the same under ASan+UBSan
 #   make bench      the benchmarks (bench/flow.sh, bench/overload.sh, build/guard_micro,
 #                   bench/redis_limit.sh)
 #
@@ -91,15 +92,20 @@ test-asan:
 	@scripts/deps.sh asan
 	$(MAKE) B=build-asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" \
-	    build-asan/payd test-unit-asan test-integration-asan
+	    build-asan/payd test-unit-asan test-integration-asan test-integration-pg-asan
 
-.PHONY: test-unit-asan test-integration-asan
+.PHONY: test-unit-asan test-integration-asan test-integration-pg-asan
 test-unit-asan: $(UNIT_BIN)
 	@ASAN_OPTIONS=detect_leaks=1 tests/unit/run.sh $(UNIT_BIN)
 
 test-integration-asan: $(B)/payd
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_SLOW=1 $(PYTHON) tests/integration/run.py
+
+test-integration-pg-asan: $(B)/payd
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_SLOW=1 PAYD_TEST_STORE=postgres \
+	    $(PYTHON) tests/integration/run.py
 
 bench: all $(B)/guard_micro $(B)/redis_limit_micro
 	@scripts/deps.sh bench

@@ -80,3 +80,10 @@ stop_pid() {
     log "pid $pid did not stop within ${wait_s}s of SIG$sig; SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
 }
+
+# Writes the command line "$2"... to file $1, an argument a line.
+record_cmd() {
+    local file="$1"
+    shift
+    printf '%s\n' "$@" >"$file"
+}

@@ -56,12 +56,13 @@ class Cluster:
         self.key = self.env["DEMO_KEY"]
         self.api_pids = [int(p) for p in self.env["API_PIDS"].split()]
         self.worker_pids = [int(p) for p in self.env["WORKER_PIDS"].split()]
+        self._procs = []
 
     def down(self):
-        proc = getattr(self, "_nats_proc", None)
-        if proc and proc.poll() is None:
-            proc.terminate()
-            proc.wait(30)
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
         for pid in self.worker_pids + self.api_pids:
             try:
                 os.kill(pid, signal.SIGCONT)  # a stopped process cannot stop
@@ -94,34 +95,35 @@ class Cluster:
     def restart_nats(self, wipe=False):
         """Kills NATS (SIGKILL), optionally deletes its JetStream data (the
         broker loses every message), and starts it again on the same port
-        and directory; the new pid goes into cluster.env for `down`."""
-        pid = int(self.env["NATS_PID"])
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            argv = [a.decode() for a in f.read().split(b"\0") if a]
-        self.kill_nats()
+        and directory."""
+        self.kill_service("NATS")
         if wipe:
             shutil.rmtree(os.path.join(self.env["NATS_STORE"], "jetstream"), True)
-        self.start_nats(argv)
+        self.start_service("NATS")
 
-    def kill_nats(self):
-        pid = int(self.env["NATS_PID"])
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            self._nats_argv = [a.decode() for a in f.read().split(b"\0") if a]
+    def kill_service(self, name):
+        """SIGKILL of NATS or REDIS, by the pid `up` recorded (or the one
+        start_service gave it)."""
+        pid = int(self.env[name + "_PID"])
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not os.path.exists("/proc/%d/cmdline" % pid) or
                    open("/proc/%d/stat" % pid).read().split()[2] == "Z",
-                   timeout=10, what="NATS to die")
+                   timeout=10, what="%s to die" % name)
 
-    def start_nats(self, argv=None):
-        proc = subprocess.Popen(argv or self._nats_argv, stdin=subprocess.DEVNULL,
+    def start_service(self, name):
+        """Starts NATS or REDIS again as it ran (same port, same directory);
+        the new pid goes into cluster.env for `down`."""
+        with open(os.path.join(self.dir, name.lower(), "cmd")) as f:
+            argv = f.read().split("\n")[:-1]  # as `up` ran it, an argument a line
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        self._nats_proc = proc  # our child: down() must not wait for its zombie
-        self.env["NATS_PID"] = str(proc.pid)
+                                start_new_session=True, cwd=self.dir)
+        self._procs.append(proc)  # our children: down() must not wait for their zombies
+        self.env[name + "_PID"] = str(proc.pid)
         path = os.path.join(self.dir, "cluster.env")
         with open(path) as f:
-            lines = [l for l in f if not l.startswith("NATS_PID=")]
-        lines.append('NATS_PID="%d"\n' % proc.pid)
+            lines = [l for l in f if not l.startswith(name + "_PID=")]
+        lines.append('%s_PID="%d"\n' % (name, proc.pid))
         with open(path, "w") as f:
             f.writelines(lines)
 
@@ -312,7 +314,7 @@ class ClusterFaultTest(unittest.TestCase):
         # the ack wait (the lease): a short one keeps the test short.
         c = self.cluster = Cluster({"PAYD_WORKER_RETRY_BASE_MS": "50",
                                     "PAYD_WORKER_LEASE_MS": "3000"})
-        c.kill_nats()
+        c.kill_service("NATS")
         pids = []
         for _ in range(10):
             r = c.pay(c.order()["id"], idem=unique("k"))
@@ -320,7 +322,7 @@ class ClusterFaultTest(unittest.TestCase):
             pids.append(r.body["id"])
         time.sleep(1.5)
         self.assertTrue(all(c.payment(p)["status"] == "processing" for p in pids))
-        c.start_nats()
+        c.start_service("NATS")
         for p in pids:
             self.assertEqual(c.wait_final(p)["status"], "succeeded")
         c.assert_money_invariants(self)
@@ -354,6 +356,44 @@ class ClusterFaultTest(unittest.TestCase):
         for t in threads:
             t.join()
         self.assertGreater(len(acked), 20)
+        for p in acked:
+            self.assertEqual(c.wait_final(p, timeout=FINAL_DEADLINE_S * 2)["status"], "succeeded")
+        c.assert_money_invariants(self)
+
+    def test_redis_restarted_under_load(self):
+        """Redis (the order locks) killed with SIGKILL under load and started
+        again: requests fail or wait while it is away (a payment needs its
+        order's lock), payments continue once it is back, every acknowledged
+        payment succeeds exactly once and the ledger balances."""
+        c = self.cluster = Cluster({"PAYD_WORKER_RETRY_BASE_MS": "50",
+                                    "PAYD_WORKER_LEASE_MS": "3000"})
+        acked, stop = [], threading.Event()
+
+        def client():
+            while not stop.is_set():
+                try:
+                    r = c.pay(c.order()["id"], idem=unique("k"))
+                    if r.status == 202:
+                        acked.append(r.body["id"])
+                except (OSError, AssertionError):
+                    pass
+
+        threads = [threading.Thread(target=client) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        before = len(acked)
+        c.kill_service("REDIS")
+        time.sleep(2)
+        c.start_service("REDIS")
+        wait_until(lambda: c.redis("PING") == "PONG", timeout=10, what="Redis back")
+        back = len(acked)
+        time.sleep(3)
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertGreater(before, 5)
+        self.assertGreater(len(acked), back + 5, "payments did not continue after Redis came back")
         for p in acked:
             self.assertEqual(c.wait_final(p, timeout=FINAL_DEADLINE_S * 2)["status"], "succeeded")
         c.assert_money_invariants(self)
