@@ -8,7 +8,8 @@
  * Writes: `writers` threads, each with its own connection, take batches of
  * submitted operations (up to max_batch) from one bounded ring. A batch is
  * BEGIN, one prepared statement per operation (most call a function of the
- * schema that makes the whole write and undoes it alone when it refuses),
+ * schema that checks everything before it writes, so a refusal writes
+ * nothing),
  * COMMIT, all sent in libpq's pipeline mode: one round trip and one commit
  * for the whole batch. Operations in a batch are sorted by the row they
  * lock first, so two batches (of this or another instance) take order locks
