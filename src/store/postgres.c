@@ -8,8 +8,8 @@
  * Writes: `writers` threads, each with its own connection, take batches of
  * submitted operations (up to max_batch) from one bounded ring. A batch is
  * BEGIN, one prepared statement per operation (most call a function of the
- * schema that checks everything before it writes, so a refusal writes
- * nothing),
+ * schema that checks everything before it writes, so a refusal leaves at
+ * most the newer fencing token it was shown, which is harmless),
  * COMMIT, all sent in libpq's pipeline mode: one round trip and one commit
  * for the whole batch. Operations in a batch are sorted by the row they
  * lock first, so two batches (of this or another instance) take order locks
