@@ -434,18 +434,13 @@ static enum stmt op_params(struct store_op *op, struct params *p, char **ids)
         p_int(p, op->in.payment_reroute.fence);
         p_int(p, op->in.payment_reroute.updated_ms);
         return S_PAYMENT_REROUTE;
-    case STORE_OP_OUTBOX_CLAIM:
+    case STORE_OP_OUTBOX_CLAIM: /* for a worker */
+    case STORE_OP_RELAY_CLAIM:  /* for the relay to a broker */
         PAYD_ASSERT(op->in.outbox_claim.max > 0 && op->in.outbox_claim.max <= STORE_CLAIM_MAX);
         p_int(p, clock_wall_ms());
         p_int(p, op->in.outbox_claim.lease_ms);
         p_int(p, op->in.outbox_claim.max);
-        return S_OUTBOX_CLAIM;
-    case STORE_OP_RELAY_CLAIM:
-        PAYD_ASSERT(op->in.outbox_claim.max > 0 && op->in.outbox_claim.max <= STORE_CLAIM_MAX);
-        p_int(p, clock_wall_ms());
-        p_int(p, op->in.outbox_claim.lease_ms);
-        p_int(p, op->in.outbox_claim.max);
-        return S_RELAY_CLAIM;
+        return op->kind == STORE_OP_OUTBOX_CLAIM ? S_OUTBOX_CLAIM : S_RELAY_CLAIM;
     case STORE_OP_RELAY_SWEEP:
         p_int(p, op->in.relay_sweep.sent_before_ms);
         p_int(p, clock_wall_ms());

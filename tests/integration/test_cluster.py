@@ -178,6 +178,43 @@ class Cluster:
         test.assertEqual(merchant, sum(a for _, a in succeeded))
 
 
+class Load:
+    """Clients paying new orders through nginx, one Idempotency-Key each,
+    until stop(): `acked` collects the payments answered 202, `errors`
+    every other answer or failure (expected while something is down)."""
+
+    def __init__(self, cluster, clients):
+        self.cluster, self.acked, self.errors = cluster, [], []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client) for _ in range(clients)]
+        for t in self._threads:
+            t.start()
+
+    def _client(self):
+        c = self.cluster
+        while not self._stop.is_set():
+            try:
+                r = http(c.lb, "POST", "/v1/orders",
+                         {"merchant_order_no": unique("L"), "amount": 500, "currency": "CNY"},
+                         key=c.key, timeout=10)
+                if r.status != 201:
+                    self.errors.append(r.status)
+                    continue
+                p = c.pay(r.body["id"], idem=unique("k"))
+                if p.status == 202:
+                    self.acked.append(p.body["id"])
+                else:
+                    self.errors.append(p.status)
+            except OSError as e:
+                self.errors.append(str(e))
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        return self.acked
+
+
 @unittest.skipUnless(harness.STORE == "postgres", "cluster tests run in the PostgreSQL pass")
 class ClusterTest(unittest.TestCase):
     """One cluster for the class; tests that break it start their own."""
@@ -335,27 +372,12 @@ class ClusterFaultTest(unittest.TestCase):
                                     "PAYD_WORKER_LEASE_MS": "3000",
                                     "PAYD_WORKER_RETRY_MAX_MS": "500",
                                     "PAYD_QUEUE_SWEEP_AFTER_MS": "2000"})
-        acked, stop = [], threading.Event()
-
-        def client():
-            while not stop.is_set():
-                try:
-                    r = c.pay(c.order()["id"], idem=unique("k"))
-                    if r.status == 202:
-                        acked.append(r.body["id"])
-                except (OSError, AssertionError):
-                    pass
-
-        threads = [threading.Thread(target=client) for _ in range(3)]
-        for t in threads:
-            t.start()
+        load = Load(c, 3)
         time.sleep(2)
         c.restart_nats(wipe=True)
         time.sleep(2)
-        stop.set()
-        for t in threads:
-            t.join()
-        self.assertGreater(len(acked), 20)
+        acked = load.stop()
+        self.assertGreater(len(acked), 20, "too little load got through: %r" % load.errors[:5])
         for p in acked:
             self.assertEqual(c.wait_final(p, timeout=FINAL_DEADLINE_S * 2)["status"], "succeeded")
         c.assert_money_invariants(self)
@@ -367,32 +389,17 @@ class ClusterFaultTest(unittest.TestCase):
         payment succeeds exactly once and the ledger balances."""
         c = self.cluster = Cluster({"PAYD_WORKER_RETRY_BASE_MS": "50",
                                     "PAYD_WORKER_LEASE_MS": "3000"})
-        acked, stop = [], threading.Event()
-
-        def client():
-            while not stop.is_set():
-                try:
-                    r = c.pay(c.order()["id"], idem=unique("k"))
-                    if r.status == 202:
-                        acked.append(r.body["id"])
-                except (OSError, AssertionError):
-                    pass
-
-        threads = [threading.Thread(target=client) for _ in range(3)]
-        for t in threads:
-            t.start()
+        load = Load(c, 3)
         time.sleep(2)
-        before = len(acked)
+        before = len(load.acked)
         c.kill_service("REDIS")
         time.sleep(2)
         c.start_service("REDIS")
         wait_until(lambda: c.redis("PING") == "PONG", timeout=10, what="Redis back")
-        back = len(acked)
+        back = len(load.acked)
         time.sleep(3)
-        stop.set()
-        for t in threads:
-            t.join()
-        self.assertGreater(before, 5)
+        acked = load.stop()
+        self.assertGreater(before, 5, "too little load got through: %r" % load.errors[:5])
         self.assertGreater(len(acked), back + 5, "payments did not continue after Redis came back")
         for p in acked:
             self.assertEqual(c.wait_final(p, timeout=FINAL_DEADLINE_S * 2)["status"], "succeeded")
@@ -404,38 +411,14 @@ class ClusterFaultTest(unittest.TestCase):
         none is charged twice, the ledger balances."""
         c = self.cluster = Cluster({"PAYD_WORKER_LEASE_MS": "2000",
                                     "PAYD_WORKER_RETRY_BASE_MS": "50"})
-        acked, errors = [], []
-        stop = threading.Event()
-
-        def client():
-            while not stop.is_set():
-                try:
-                    r = http(c.lb, "POST", "/v1/orders",
-                             {"merchant_order_no": unique("K"), "amount": 500,
-                              "currency": "CNY"}, key=c.key, timeout=10)
-                    if r.status != 201:
-                        errors.append(r.status)
-                        continue
-                    p = c.pay(r.body["id"], idem=unique("k"))
-                    if p.status == 202:
-                        acked.append(p.body["id"])
-                    else:
-                        errors.append(p.status)
-                except OSError as e:
-                    errors.append(str(e))
-
-        threads = [threading.Thread(target=client) for _ in range(4)]
-        for t in threads:
-            t.start()
+        load = Load(c, 4)
         time.sleep(2)
         os.kill(c.worker_pids[0], signal.SIGKILL)
         time.sleep(2)
         os.kill(c.api_pids[0], signal.SIGKILL)
         time.sleep(3 if not SLOW else 6)
-        stop.set()
-        for t in threads:
-            t.join()
-        self.assertGreater(len(acked), 20, "too little load got through: %r" % errors[:5])
+        acked = load.stop()
+        self.assertGreater(len(acked), 20, "too little load got through: %r" % load.errors[:5])
         for pid in acked:
             p = c.wait_final(pid, timeout=FINAL_DEADLINE_S * 2)
             self.assertEqual(p["status"], "succeeded", p)
