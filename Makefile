@@ -13,7 +13,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 DEFS    := -D_GNU_SOURCE -Isrc -I/usr/include/postgresql
-LIBS    := -lmicrohttpd -ljansson -lsqlite3 -lpq -lhiredis -lnats -linih -lcrypto -lpthread -lm
+LIBS    := -lmicrohttpd -ljansson -lsqlite3 -lpq -lhiredis -lnats -lcurl -linih -lcrypto -lpthread -lm
 
 SRC     := $(shell find src -name '*.c' | sort)
 LIB_SRC := $(filter-out src/payd.c,$(SRC))
@@ -26,8 +26,11 @@ PYTHON  ?= /usr/bin/python3
 SAN     :=
 MIGRATIONS := $(sort $(wildcard src/store/migrations/*.sql))
 GEN_OBJ := $(B)/obj/gen/pg_migrations.o
-OBJ     := $(patsubst src/%.c,$(B)/obj/%.o,$(SRC)) $(GEN_OBJ)
-LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC)) $(GEN_OBJ)
+WEB_OBJ := $(B)/obj/gen/web_assets.o
+WEB_FILES := web/index.html web/dashboard.js web/dashboard.css
+UPLOT   := web/node_modules/uplot/dist/uPlot.iife.min.js
+OBJ     := $(patsubst src/%.c,$(B)/obj/%.o,$(SRC)) $(GEN_OBJ) $(WEB_OBJ)
+LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC)) $(GEN_OBJ) $(WEB_OBJ)
 
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
@@ -53,6 +56,19 @@ $(GEN_OBJ): $(B)/gen/pg_migrations.c src/store/pg_migrations.h
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -c $< -o $@
 
+# The dashboard's page (web/) and uPlot from npm (web/package-lock.json; fetched only
+# when missing: npm gives its files a fixed old mtime), compiled in (src/api/web_assets.h).
+$(UPLOT):
+	cd web && npm ci --no-audit --no-fund
+
+$(B)/gen/web_assets.c: $(WEB_FILES) $(UPLOT) scripts/embed_web.sh
+	@mkdir -p $(dir $@)
+	scripts/embed_web.sh $@
+
+$(WEB_OBJ): $(B)/gen/web_assets.c src/api/web_assets.h
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -c $< -o $@
+
 $(B)/payd: $(OBJ)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $(OBJ) $(LIBS)
 
@@ -74,14 +90,26 @@ run: all
 	$(B)/payd serve
 
 test: all
-	$(MAKE) test-unit test-integration test-integration-pg
+	$(MAKE) test-unit test-rules test-integration test-integration-pg
 	$(MAKE) test-asan
 
 test-unit: $(UNIT_BIN)
 	@tests/unit/run.sh $(UNIT_BIN)
 
+# The Prometheus rules and example configuration in deploy/prometheus/: promtool's checks
+# and the rules' unit tests.
+.PHONY: test-rules
+test-rules:
+	@scripts/deps.sh obs
+	scripts/test_rules.sh
+
 test-integration: $(B)/payd
 	PAYD_BIN=$(abspath $(B)/payd) $(PYTHON) tests/integration/run.py
+
+# The dashboard in Debian's headless Chromium, driven by playwright-core (tests/browser/).
+.PHONY: test-browser
+test-browser: $(B)/payd
+	PAYD_BIN=$(abspath $(B)/payd) scripts/test_browser.sh
 
 # The same suite with every payd storing its data in PostgreSQL.
 test-integration-pg: $(B)/payd

@@ -7,10 +7,16 @@
 #                            the cluster tests run: PostgreSQL 15, Redis, nginx
 #   scripts/deps.sh cluster  the same (for deploy/local-cluster/up)
 #   scripts/deps.sh bench    also the benchmark's (wrk, jq)
+#   scripts/deps.sh obs      also Prometheus (its promtool checks and tests the
+#                            alerting rules in deploy/prometheus/) and Alertmanager
+#   scripts/deps.sh browser  also the dashboard's browser test's (chromium)
+#
+# Node.js and npm (the dashboard's uPlot comes from npm) count as present when
+# `node` and `npm` are on PATH, whichever package brought them.
 set -euo pipefail
 
 pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
-      libinih-dev libssl-dev libcmocka-dev libpq-dev python3 sqlite3 curl
+      libinih-dev libssl-dev libcmocka-dev libpq-dev libcurl4-openssl-dev python3 sqlite3 curl
       postgresql-15 python3-psycopg2 libhiredis-dev redis-server nginx-light iproute2
       libnats-dev nats-server)
 if [ "${1:-}" = bench ]; then
@@ -19,6 +25,16 @@ fi
 if [ "${1:-}" = asan ]; then
     pkgs+=(clang libclang-rt-14-dev)
 fi
+if [ "${1:-}" = browser ]; then
+    pkgs+=(chromium)
+fi
+if [ "${1:-}" = obs ]; then
+    # Package prometheus provides /usr/bin/promtool; a promtool already on PATH will do.
+    command -v promtool >/dev/null 2>&1 || pkgs+=(prometheus)
+    pkgs+=(prometheus-alertmanager)
+fi
+command -v node >/dev/null || pkgs+=(nodejs)
+command -v npm >/dev/null || pkgs+=(npm)
 
 missing=()
 for p in "${pkgs[@]}"; do

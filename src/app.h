@@ -17,7 +17,9 @@
 #include "core/idem.h"
 #include "guard/guards.h"
 #include "lock/lock.h"
+#include "obs/alerts.h"
 #include "obs/metrics.h"
+#include "obs/series.h"
 #include "queue/queue.h"
 #include "store/store.h"
 
@@ -31,6 +33,9 @@ struct app {
     channel_set *channels;
     idem_inflight *inflight;
     metrics *metrics;
+    series *series;       /* one sample a second: the dashboard, the alerts */
+    alerts *alerts;       /* the [alert.*] rules and their state */
+    int64_t ledger_checked_ms; /* the monitor thread's */
     key_cache *keys;      /* API key hash -> merchant */
     order_cache *orders;  /* order id -> its immutable facts */
     guards *guards;       /* limits, breakers, pacers */

@@ -40,6 +40,12 @@ static const char *const on_off[] = {"off", "on", NULL};
 static const char *const store_backends[] = {"sqlite", "postgres", NULL};
 static const char *const lock_backends[] = {"local", "redis", NULL};
 static const char *const queue_backends[] = {"outbox", "nats", NULL};
+static const char *const alert_kinds[] = {"error_ratio",  "latency_p99",      "breaker_open",
+                                          "queue_age",    "dead_letters",     "ledger_imbalance",
+                                          "burn_rate",    NULL};
+static const char *const alert_severities[] = {"page", "ticket", "info", NULL};
+_Static_assert(sizeof(alert_kinds) / sizeof(alert_kinds[0]) == ALERT_KIND_COUNT + 1,
+               "one name per alert kind");
 
 #define INT_KEY(sec, nm, field, lo, hi, def)                                              \
     {sec, nm, KEY_INT, offsetof(struct conf, field), lo, hi, NULL, def, 0, 0}
@@ -94,6 +100,10 @@ static const struct key keys[] = {
     INT_KEY("idempotency", "purge_interval_s", idem_purge_interval_s, 1, 86400, "60"),
     ENUM_KEY("log", "format", log_format, log_formats, "json"),
     ENUM_KEY("log", "level", log_level, log_levels, "info"),
+    ENUM_KEY("log", "requests", log_requests, on_off, "on"),
+    STR_KEY("alerts", "alertmanager_url", alertmanager_url, ""),
+    INT_KEY("alerts", "resend_s", alert_resend_s, 1, 86400, "60"),
+    INT_KEY("alerts", "ledger_check_s", ledger_check_s, 1, 86400, "10"),
 };
 
 /* Keys of a [channel.NAME] section, with offsets into struct conf_channel. */
@@ -110,6 +120,52 @@ static const struct key channel_keys[] = {
     {"channel", "journal", KEY_STR, offsetof(struct conf_channel, journal), 0,
      sizeof(((struct conf_channel *)0)->journal), NULL, "", 0, 0},
 };
+
+/* Keys of an [alert.NAME] section, with offsets into struct conf_alert. */
+#define ALERT_KEY(nm, tp, field, lo, hi, names, def, dlo, dhi)                              \
+    {"alert", nm, tp, offsetof(struct conf_alert, field), lo, hi, names, def, dlo, dhi}
+static const struct key alert_keys[] = {
+    ALERT_KEY("kind", KEY_ENUM, kind, 0, 0, alert_kinds, "error_ratio", 0, 0),
+    ALERT_KEY("threshold", KEY_REAL, threshold, 0, 0, NULL, "0", -1e18, 1e18),
+    ALERT_KEY("for_s", KEY_INT, for_s, 0, 86400, NULL, "0", 0, 0),
+    ALERT_KEY("window_s", KEY_INT, window_s, 1, 7 * 86400, NULL, "60", 0, 0),
+    ALERT_KEY("short_window_s", KEY_INT, short_window_s, 1, 7 * 86400, NULL, "300", 0, 0),
+    ALERT_KEY("slo", KEY_REAL, slo, 0, 0, NULL, "0.999", 0.5, 0.999999),
+    ALERT_KEY("severity", KEY_ENUM, severity, 0, 0, alert_severities, "page", 0, 0),
+    ALERT_KEY("enabled", KEY_ENUM, enabled, 0, 0, on_off, "on", 0, 0),
+    {"alert", "summary", KEY_STR, offsetof(struct conf_alert, summary), 0,
+     sizeof(((struct conf_alert *)0)->summary), NULL, "", 0, 0},
+};
+
+/* The built-in rules: section name, then key = value pairs. The same rules
+ * are Prometheus alerting rules in deploy/prometheus/payd.rules.yml. */
+static const char *const builtin_alerts[][12] = {
+    {"PaydErrorRatioHigh", "kind", "error_ratio", "threshold", "0.05", "window_s", "300",
+     "for_s", "60", "severity", "page", NULL},
+    {"PaydLatencyP99High", "kind", "latency_p99", "threshold", "0.5", "window_s", "300",
+     "for_s", "60", "severity", "ticket", NULL},
+    {"PaydBreakerOpen", "kind", "breaker_open", "severity", "ticket", NULL},
+    {"PaydQueueStale", "kind", "queue_age", "threshold", "300", "for_s", "60", "severity",
+     "page", NULL},
+    {"PaydDeadLetters", "kind", "dead_letters", "threshold", "0", "severity", "ticket", NULL},
+    {"PaydLedgerImbalance", "kind", "ledger_imbalance", "threshold", "0", "severity", "page",
+     NULL},
+    {"PaydSLOBurnFast", "kind", "burn_rate", "threshold", "14.4", "window_s", "3600",
+     "short_window_s", "300", "slo", "0.999", NULL},
+    {"PaydSLOBurnSlow", "kind", "burn_rate", "threshold", "6", "window_s", "21600",
+     "short_window_s", "1800", "slo", "0.999", NULL},
+};
+
+const char *conf_alert_kind_name(int kind)
+{
+    return kind >= 0 && kind < ALERT_KIND_COUNT ? alert_kinds[kind] : "none";
+}
+
+const char *conf_alert_severity_name(int severity)
+{
+    PAYD_ASSERT(severity >= 0 && severity < (int)ARRAY_LEN(alert_severities) - 1);
+    return alert_severities[severity];
+}
 
 static int set_value(void *base, const struct key *k, const char *section, const char *value,
                      char err[CONF_ERR_MAX])
@@ -206,18 +262,77 @@ static struct conf_channel *channel_for(struct conf *conf, const char *name, boo
     return ch;
 }
 
+static bool alert_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > 63)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_')
+            return false;
+    return true;
+}
+
+/* Finds or adds the alert of an "alert.NAME" section; a new one has no
+ * kind until its section gives one. */
+static struct conf_alert *alert_for(struct conf *conf, const char *name, char err[CONF_ERR_MAX])
+{
+    for (int i = 0; i < conf->alert_count; i++)
+        if (strcmp(conf->alerts[i].name, name) == 0)
+            return &conf->alerts[i];
+    if (!alert_name_valid(name)) {
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [alert.%s]: an alert name is 1 to 63 of A-Z a-z 0-9 _", name);
+        return NULL;
+    }
+    if (conf->alert_count == CONF_ALERTS_MAX) {
+        snprintf(err, CONF_ERR_MAX, "config: [alert.%s]: more than %d alerts", name,
+                 CONF_ALERTS_MAX);
+        return NULL;
+    }
+    struct conf_alert *a = &conf->alerts[conf->alert_count++];
+    memset(a, 0, sizeof(*a));
+    snprintf(a->name, sizeof(a->name), "%s", name);
+    for (size_t i = 0; i < ARRAY_LEN(alert_keys); i++) {
+        char ignored[CONF_ERR_MAX];
+        PAYD_ASSERT(set_value(a, &alert_keys[i], "alert", alert_keys[i].deflt, ignored) == 0);
+    }
+    a->kind = -1;
+    return a;
+}
+
+static int alert_set(struct conf_alert *a, const char *section, const char *key,
+                     const char *value, char err[CONF_ERR_MAX])
+{
+    for (size_t i = 0; i < ARRAY_LEN(alert_keys); i++)
+        if (strcmp(alert_keys[i].name, key) == 0)
+            return set_value(a, &alert_keys[i], section, value, err);
+    snprintf(err, CONF_ERR_MAX, "config: [%s] %s: unknown key", section, key);
+    return -1;
+}
+
 void conf_defaults(struct conf *conf)
 {
     memset(conf, 0, sizeof(*conf));
-    for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
-        char err[CONF_ERR_MAX];
+    char err[CONF_ERR_MAX];
+    for (size_t i = 0; i < ARRAY_LEN(keys); i++)
         PAYD_ASSERT(set_value(conf, &keys[i], keys[i].section, keys[i].deflt, err) == 0);
+    for (size_t i = 0; i < ARRAY_LEN(builtin_alerts); i++) {
+        struct conf_alert *a = alert_for(conf, builtin_alerts[i][0], err);
+        PAYD_ASSERT(a);
+        for (int k = 1; builtin_alerts[i][k]; k += 2)
+            PAYD_ASSERT(alert_set(a, "alert", builtin_alerts[i][k], builtin_alerts[i][k + 1],
+                                  err) == 0);
     }
 }
 
 int conf_set(struct conf *conf, const char *section, const char *key, const char *value,
              char err[CONF_ERR_MAX])
 {
+    if (strncmp(section, "alert.", 6) == 0) {
+        struct conf_alert *a = alert_for(conf, section + 6, err);
+        return a ? alert_set(a, section, key, value, err) : -1;
+    }
     if (strncmp(section, "channel.", 8) == 0) {
         struct conf_channel *ch = channel_for(conf, section + 8, true, err);
         if (!ch)
@@ -316,6 +431,13 @@ static int prescan(struct conf *conf, const char *path, char err[CONF_ERR_MAX])
                 break;
             }
         }
+        if (strncmp(p, "[alert.", 7) == 0 && end[-1] == ']') {
+            end[-1] = '\0';
+            if (!alert_for(conf, p + 7, err)) {
+                rc = -1;
+                break;
+            }
+        }
     }
     free(line);
     fclose(f);
@@ -379,6 +501,15 @@ static bool env_known(const struct conf *conf, const char *var, size_t len)
                 return true;
         }
     }
+    for (int a = 0; a < conf->alert_count; a++) {
+        char section[80];
+        snprintf(section, sizeof(section), "alert.%s", conf->alerts[a].name);
+        for (size_t i = 0; i < ARRAY_LEN(alert_keys); i++) {
+            env_name(section, alert_keys[i].name, name, sizeof(name));
+            if (strlen(name) == len && strncmp(var, name, len) == 0)
+                return true;
+        }
+    }
     return false;
 }
 
@@ -389,7 +520,7 @@ static bool env_known(const struct conf *conf, const char *var, size_t len)
  * channel, so one that matches no configured channel's key is refused. */
 static int env_check_unknown(const struct conf *conf, char err[CONF_ERR_MAX])
 {
-    static const char *const later_sections[] = {"channel"};
+    static const char *const later_sections[] = {"channel", "alert"};
     for (char **e = environ; *e; e++) {
         if (strncmp(*e, "PAYD_", 5) != 0)
             continue;
@@ -434,6 +565,17 @@ int conf_load_env(struct conf *conf, char err[CONF_ERR_MAX])
             env_name(section, channel_keys[i].name, name, sizeof(name));
             const char *v = getenv(name);
             if (v && set_value(&conf->channels[c], &channel_keys[i], section, v, err) != 0)
+                return -1;
+        }
+    }
+    /* Alert keys apply to the built-in alerts and those the file named. */
+    for (int a = 0; a < conf->alert_count; a++) {
+        char section[80];
+        snprintf(section, sizeof(section), "alert.%s", conf->alerts[a].name);
+        for (size_t i = 0; i < ARRAY_LEN(alert_keys); i++) {
+            env_name(section, alert_keys[i].name, name, sizeof(name));
+            const char *v = getenv(name);
+            if (v && set_value(&conf->alerts[a], &alert_keys[i], section, v, err) != 0)
                 return -1;
         }
     }
@@ -557,6 +699,28 @@ int conf_finish(struct conf *conf, char err[CONF_ERR_MAX])
                      ch->name, ch->fallback);
             return -1;
         }
+    }
+    for (int i = 0; i < conf->alert_count; i++) {
+        const struct conf_alert *a = &conf->alerts[i];
+        if (a->kind < 0) {
+            snprintf(err, CONF_ERR_MAX, "config: [alert.%s] kind: required (one of error_ratio,"
+                     " latency_p99, breaker_open, queue_age, dead_letters, ledger_imbalance,"
+                     " burn_rate)", a->name);
+            return -1;
+        }
+        if (a->kind == ALERT_BURN_RATE && a->short_window_s >= a->window_s) {
+            snprintf(err, CONF_ERR_MAX,
+                     "config: [alert.%s] short_window_s: must be shorter than window_s",
+                     a->name);
+            return -1;
+        }
+    }
+    if (conf->alertmanager_url[0] && strncmp(conf->alertmanager_url, "http://", 7) != 0 &&
+        strncmp(conf->alertmanager_url, "https://", 8) != 0) {
+        /* Not echoed: a URL may hold credentials. */
+        snprintf(err, CONF_ERR_MAX,
+                 "config: [alerts] alertmanager_url: not an http:// or https:// URL");
+        return -1;
     }
     if (conf->worker_retry_base_ms > conf->worker_retry_max_ms) {
         snprintf(err, CONF_ERR_MAX, "config: [worker] retry_base_ms: above retry_max_ms");

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #define CONF_CHANNELS_MAX 16
+#define CONF_ALERTS_MAX 32
 #define CONF_PATH_MAX 1024
 #define CONF_ERR_MAX 512
 
@@ -29,6 +30,33 @@ struct conf_channel {
     int64_t pace_max_wait_ms;  /* longest a call waits for its slot */
     char fallback[33];         /* another channel's name, or "" */
     char journal[CONF_PATH_MAX]; /* sandbox: its journal file; "": in the data directory */
+};
+
+/* What an alert rule watches (see obs/alerts.h). */
+enum alert_kind {
+    ALERT_ERROR_RATIO,      /* share of 5xx among /v1 requests over window_s */
+    ALERT_LATENCY_P99,      /* p99 of /v1 requests over window_s, seconds */
+    ALERT_BREAKER_OPEN,     /* a channel's breaker is open (one alert per channel) */
+    ALERT_QUEUE_AGE,        /* the oldest queued payment message, seconds */
+    ALERT_DEAD_LETTERS,     /* messages past [worker] max_attempts */
+    ALERT_LEDGER_IMBALANCE, /* the ledger's sum, minor units */
+    ALERT_BURN_RATE,        /* error-budget burn over window_s and short_window_s */
+    ALERT_KIND_COUNT
+};
+enum alert_severity { ALERT_SEVERITY_PAGE, ALERT_SEVERITY_TICKET, ALERT_SEVERITY_INFO };
+
+/* An [alert.NAME] section: a built-in rule (conf_defaults) or the file's. */
+struct conf_alert {
+    char name[64];
+    int64_t kind; /* enum alert_kind; -1 until set */
+    double threshold;
+    int64_t for_s;          /* the condition must hold this long to fire */
+    int64_t window_s;       /* ratio and latency: the window; burn_rate: the long one */
+    int64_t short_window_s; /* burn_rate only */
+    double slo;             /* burn_rate only: the availability objective */
+    int64_t severity;       /* enum alert_severity */
+    int64_t enabled;        /* 0 off, 1 on */
+    char summary[256];      /* "": a summary made from the rule */
 };
 
 enum store_backend_kind { STORE_BACKEND_SQLITE, STORE_BACKEND_POSTGRES };
@@ -92,12 +120,24 @@ struct conf {
     /* [log] */
     int64_t log_format; /* enum log_format */
     int64_t log_level;  /* enum log_level */
+    int64_t log_requests; /* 0 off, 1 on: one line per answered request */
+    /* [alerts] */
+    char alertmanager_url[CONF_PATH_MAX]; /* "": alerts are logged and shown only */
+    int64_t alert_resend_s;
+    int64_t ledger_check_s;
     /* [channel.NAME] */
     struct conf_channel channels[CONF_CHANNELS_MAX];
     int channel_count;
+    /* [alert.NAME] */
+    struct conf_alert alerts[CONF_ALERTS_MAX];
+    int alert_count;
 };
 
-/* Fills conf with the defaults. */
+/* The name of an alert kind or severity, as the file writes it. */
+const char *conf_alert_kind_name(int kind);
+const char *conf_alert_severity_name(int severity);
+
+/* Fills conf with the defaults (and the built-in alert rules). */
 void conf_defaults(struct conf *conf);
 
 /* Reads an INI file over conf. 0, or -1 with a message in err. */

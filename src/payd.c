@@ -14,6 +14,7 @@
  * answers, workers finish the payment in hand, the store commits.
  */
 #include <ctype.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -31,6 +32,7 @@
 #include "core/ids.h"
 #include "http/server.h"
 #include "obs/log.h"
+#include "obs/monitor.h"
 #include "util/util.h"
 #include "worker/purge.h"
 #include "worker/worker.h"
@@ -44,12 +46,15 @@
 #define ORDER_CACHE_SLOTS (1 << 18) /* about 24 MiB */
 #define SHUTDOWN_GRACE_MS 10000
 #define CLI_STORE_WAIT_MS 10000
+#define MONITOR_INTERVAL_MS 1000  /* one sample (and one judgement of the alerts) a second */
+#define DASHBOARD_HISTORY_S 900   /* samples the dashboard can show */
 
 static void usage(void)
 {
     fprintf(stderr,
             "usage:\n"
             "  payd serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]\n"
+            "             [--log-format json|text]\n"
             "  payd merchant add NAME [--data-dir DIR]\n"
             "  payd merchant rotate-key NAME [--data-dir DIR]\n"
             "  payd merchant list [--data-dir DIR]\n"
@@ -62,6 +67,7 @@ struct args {
     const char *config;
     const char *listen;
     const char *data_dir;
+    const char *log_format;
     const char *positional[4];
     int positional_count;
 };
@@ -77,6 +83,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             target = &a->listen;
         else if (strcmp(argv[i], "--data-dir") == 0)
             target = &a->data_dir;
+        else if (strcmp(argv[i], "--log-format") == 0)
+            target = &a->log_format;
         if (target) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "payd: %s needs a value\n", argv[i]);
@@ -108,6 +116,8 @@ static int load_conf(const struct args *a, struct conf *conf)
     if (a->listen && conf_set(conf, "server", "listen", a->listen, err) != 0)
         goto out_err;
     if (a->data_dir && conf_set(conf, "server", "data_dir", a->data_dir, err) != 0)
+        goto out_err;
+    if (a->log_format && conf_set(conf, "log", "format", a->log_format, err) != 0)
         goto out_err;
     if (conf_finish(conf, err) != 0)
         goto out_err;
@@ -406,10 +416,70 @@ static int lock_data_dir(const char *dir)
     return fd;
 }
 
-static void on_answer(void *arg, int route, int status, int64_t latency_us)
+/* Counts the answer and writes its log line. */
+static void on_answer(void *arg, const struct http_answer *a)
 {
     struct app *app = arg;
-    metrics_http(app->metrics, route, status, latency_us);
+    metrics_http(app->metrics, a->route, a->status, a->latency_us);
+    enum log_level level = a->status >= 500 ? LOG_WARN : LOG_INFO;
+    if (!app->conf->log_requests || !log_enabled(level))
+        return;
+    json_t *f = json_pack("{s:s, s:s, s:s}", "request_id", a->request_id, "method", a->method,
+                          "route", metrics_route_name(app->metrics, a->route));
+    /* A path that is not UTF-8 cannot be a JSON string: it is left out. */
+    json_t *path = json_string(a->path);
+    json_object_set_new(f, "path", path ? path : json_null());
+    json_object_set_new(f, "status", json_integer(a->status));
+    json_object_set_new(f, "latency_ms", json_real((double)a->latency_us / 1000.0));
+    if (a->merchant_id[0])
+        json_object_set_new(f, "merchant_id", json_string(a->merchant_id));
+    if (a->order_id[0])
+        json_object_set_new(f, "order_id", json_string(a->order_id));
+    if (a->payment_id[0])
+        json_object_set_new(f, "payment_id", json_string(a->payment_id));
+    log_fields(level, "request", f);
+}
+
+static void on_lock(void *arg, int rc, int64_t wait_us)
+{
+    struct app *app = arg;
+    int result = rc == LOCK_OK       ? LOCK_RESULT_ACQUIRED
+                 : rc == LOCK_E_BUSY ? LOCK_RESULT_BUSY
+                                     : LOCK_RESULT_ERROR;
+    metrics_inc(app->metrics, M_LOCK_ACQUISITIONS, result, 0);
+    metrics_observe(app->metrics, M_LOCK_WAIT, 0, 0, wait_us);
+}
+
+/* At every scrape: the guards' state, which lives in the guards. */
+static void on_render(void *arg, metrics *m)
+{
+    struct app *app = arg;
+    guards_export(app->guards, m, clock_mono_ns());
+}
+
+/* Every second, on the monitor thread: what the store knows of the queue
+ * and, every [alerts] ledger_check_s, of the ledger (a full read). */
+static void refresh_gauges(void *arg, int64_t now_ms)
+{
+    struct app *app = arg;
+    guards_export(app->guards, app->metrics, clock_mono_ns());
+    struct store_queue_stats q;
+    /* A dead letter has been delivered more than max_attempts times (a
+     * message in its last attempt is still being worked on). */
+    if (store_queue_stats(app->store, app->conf->worker_max_attempts + 1, &q) == STORE_OK) {
+        metrics_set(app->metrics, M_QUEUE_DEPTH, 0, 0, (double)q.depth);
+        double age_s = q.depth > 0 ? (double)(now_ms - q.oldest_created_ms) / 1000.0 : 0;
+        metrics_set(app->metrics, M_QUEUE_OLDEST_AGE, 0, 0, age_s > 0 ? age_s : 0);
+        metrics_set(app->metrics, M_DEAD_LETTERS, 0, 0, (double)q.dead);
+    }
+    if (now_ms - app->ledger_checked_ms >= app->conf->ledger_check_s * 1000) {
+        app->ledger_checked_ms = now_ms;
+        int64_t imbalance = store_ledger_imbalance(app->store);
+        if (imbalance >= 0)
+            metrics_set(app->metrics, M_LEDGER_IMBALANCE, 0, 0, (double)imbalance);
+        else
+            log_warn("ledger_check_failed", NULL);
+    }
 }
 
 static void on_channel_change(void *arg, int ch)
@@ -430,8 +500,10 @@ static void on_keys_change(void *arg, const char *msg)
 static void on_commit(void *arg, int ops, int64_t latency_us)
 {
     struct app *app = arg;
-    if (app->metrics)
-        metrics_store_commit(app->metrics, ops, latency_us);
+    metrics_inc(app->metrics, M_STORE_COMMITS, 0, 0);
+    metrics_add(app->metrics, M_STORE_COMMIT_OPS, 0, 0, (uint64_t)ops);
+    metrics_observe(app->metrics, M_STORE_BATCH_SIZE, 0, 0, ops);
+    metrics_observe(app->metrics, M_STORE_COMMIT_DURATION, 0, 0, latency_us);
 }
 
 static int cmd_serve(struct args *a)
@@ -473,6 +545,7 @@ static int cmd_serve(struct args *a)
     atomic_init(&app.draining, false);
     worker_pool *workers = NULL;
     purger *purge = NULL;
+    monitor *mon = NULL;
     http_server *http = NULL;
     const char *channel_names[CONF_CHANNELS_MAX];
 
@@ -496,6 +569,17 @@ static int cmd_serve(struct args *a)
         fprintf(stderr, "payd: %s\n", err);
         goto out_channels;
     }
+    metrics_on_render(app.metrics, on_render, &app);
+    app.alerts = alerts_new(&conf, channel_names, channel_set_count(app.channels), err,
+                            sizeof(err));
+    if (!app.alerts) {
+        fprintf(stderr, "payd: %s\n", err);
+        goto out_channels;
+    }
+    /* The dashboard shows a quarter of an hour; the rules may read more. */
+    int64_t keep_s = alerts_longest_window_s(&conf);
+    app.series = series_new((int)(keep_s > DASHBOARD_HISTORY_S ? keep_s : DASHBOARD_HISTORY_S) +
+                            2);
     app.inflight = idem_inflight_new(INFLIGHT_KEYS_MAX);
     app.keys = key_cache_new(conf.data_dir, KEY_CACHE_SLOTS);
     if (guards_shared(app.guards)) {
@@ -510,6 +594,8 @@ static int cmd_serve(struct args *a)
     app.lock = open_lock(&conf, store_max_fence(app.store));
     if (!app.lock)
         goto out_stop;
+    app.lock->observe = on_lock;
+    app.lock->observe_arg = &app;
     if (conf.queue_backend == QUEUE_BACKEND_NATS) {
         app.queue = open_nats(&conf, app.store);
         if (!app.queue)
@@ -531,6 +617,12 @@ static int cmd_serve(struct args *a)
     }
     if (conf.roles & ROLE_API)
         purge = purger_start(app.store, conf.idem_ttl_s, conf.idem_purge_interval_s);
+    struct monitor_options mopts = {.metrics = app.metrics, .series = app.series,
+                                    .alerts = app.alerts,
+                                    .channel_count = channel_set_count(app.channels),
+                                    .interval_ms = MONITOR_INTERVAL_MS,
+                                    .refresh = refresh_gauges, .refresh_arg = &app};
+    mon = monitor_start(&mopts);
 
     char host[128];
     int port;
@@ -562,6 +654,7 @@ static int cmd_serve(struct args *a)
 
 out_stop:
     http_server_stop(http, SHUTDOWN_GRACE_MS);
+    monitor_stop(mon);
     purger_stop(purge);
     if (app.queue) {
         store_on_outbox(app.store, NULL, NULL);
@@ -573,6 +666,8 @@ out_stop:
     idem_inflight_free(app.inflight);
     order_cache_free(app.orders);
 out_channels:
+    alerts_free(app.alerts);
+    series_free(app.series);
     guards_free(app.guards); /* ends the subscriptions that use the caches */
     key_cache_free(app.keys);
     catalogue_cache_free(app.catalogue);
@@ -602,8 +697,16 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
-    if (strcmp(argv[1], "serve") == 0)
-        return cmd_serve(&a);
+    if (strcmp(argv[1], "serve") == 0) {
+        /* libcurl (the alert push) is set up once, before any thread. */
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+            fprintf(stderr, "payd: cannot initialise libcurl\n");
+            return 1;
+        }
+        int rc = cmd_serve(&a);
+        curl_global_cleanup();
+        return rc;
+    }
     if (strcmp(argv[1], "merchant") == 0)
         return cmd_merchant(&a);
     usage();

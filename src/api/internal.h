@@ -34,6 +34,7 @@ api_handler api_payment_create, api_payment_get, api_payment_list;
 api_handler api_channel_list, api_balance;
 api_handler api_healthz, api_readyz, api_metrics;
 api_handler api_guards_get, api_guards_put;
+api_handler api_dashboard_asset, api_dashboard_data;
 
 /* Records as the API shows them (new references). */
 json_t *api_order_json(const struct order *o);

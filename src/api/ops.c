@@ -85,7 +85,6 @@ void api_metrics(struct api_ctx *c, http_req *r, const char *unused)
 {
     (void)unused;
     char *text = metrics_render(c->app->metrics, PAYD_VERSION);
-    text = guards_metrics(c->app->guards, text, clock_mono_ns());
     http_respond_text(r, 200, "text/plain; version=0.0.4; charset=utf-8", text);
 }
 

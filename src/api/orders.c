@@ -84,14 +84,19 @@ static bool parse_order(http_req *r, json_t *body, struct order *o)
     return true;
 }
 
-static void answer_existing(http_req *r, const struct order *sent, const struct order *existing)
+static void answer_existing(struct api_ctx *c, http_req *r, const struct order *sent,
+                            const struct order *existing)
 {
-    if (order_same_content(sent, existing))
+    http_note_ids(r, NULL, existing->id, NULL);
+    if (order_same_content(sent, existing)) {
+        metrics_inc(c->app->metrics, M_IDEM_REPLAYS, 0, 0);
         http_respond_json(r, 200, api_order_json(existing));
-    else
-        http_error(r, 409, "conflict", "order_number_reused",
-                   "this merchant_order_no was used for an order with other content",
-                   "merchant_order_no");
+        return;
+    }
+    metrics_inc(c->app->metrics, M_IDEM_CONFLICTS, 0, 0);
+    http_error(r, 409, "conflict", "order_number_reused",
+               "this merchant_order_no was used for an order with other content",
+               "merchant_order_no");
 }
 
 static void order_created(http_req *r)
@@ -101,11 +106,12 @@ static void order_created(http_req *r)
     switch (c->op.rc) {
     case STORE_OK:
         api_remember_order(c->app, sent);
+        http_note_ids(r, NULL, sent->id, NULL);
         http_respond_json(r, 201, api_order_json(sent));
         break;
     case STORE_E_EXISTS:
     case STORE_E_REUSED:
-        answer_existing(r, sent, &c->op.out.order);
+        answer_existing(c, r, sent, &c->op.out.order);
         break;
     default:
         api_store_failed(r, c->op.rc);
@@ -136,6 +142,7 @@ void api_order_create(struct api_ctx *c, http_req *r, const char *id)
 
 void api_order_get(struct api_ctx *c, http_req *r, const char *id)
 {
+    http_note_ids(r, NULL, id, NULL);
     struct order o;
     int rc = store_order_get(c->app->store, c->merchant.id, id, &o);
     if (rc == STORE_OK)

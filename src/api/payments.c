@@ -21,14 +21,17 @@
 
 static const char *const payment_fields[] = {"order_id", "channel", "method", NULL};
 
-static void replay(http_req *r, const char *fingerprint, const struct idem_record *rec)
+static void replay(struct api_ctx *c, http_req *r, const char *fingerprint,
+                   const struct idem_record *rec)
 {
     if (strcmp(rec->fingerprint, fingerprint) != 0) {
+        metrics_inc(c->app->metrics, M_IDEM_CONFLICTS, 0, 0);
         http_error(r, 422, "idempotency_error", "idempotency_key_reused",
                    "This Idempotency-Key was used with a different request.",
                    "Idempotency-Key");
         return;
     }
+    metrics_inc(c->app->metrics, M_IDEM_REPLAYS, 0, 0);
     http_add_header(r, "Idempotent-Replayed", "true");
     http_respond_raw(r, rec->status, xstrdup(rec->body), strlen(rec->body));
 }
@@ -53,14 +56,20 @@ static void payment_written(http_req *r)
     struct api_ctx *c = http_user(r);
     api_payment_let_go(c);
     switch (c->op.rc) {
-    case STORE_OK:
+    case STORE_OK: {
+        const struct payment *p = &c->op.in.payment_create.payment;
+        int ch = channel_set_index(c->app->channels, p->channel);
+        if (ch >= 0)
+            metrics_inc(c->app->metrics, M_PAYMENTS_ACCEPTED, ch, 0);
+        http_note_ids(r, NULL, p->order_id, p->id);
         if (c->app->queue) /* NULL on an api-only instance: the workers poll */
             queue_notify(c->app->queue);
         http_respond_raw(r, 202, c->response_body, strlen(c->response_body));
         c->response_body = NULL; /* the server owns it now */
         break;
+    }
     case STORE_E_IDEM_EXISTS:
-        replay(r, c->fingerprint, &c->op.out.idem);
+        replay(c, r, c->fingerprint, &c->op.out.idem);
         free(c->op.out.idem.body);
         break;
     case STORE_E_NOT_FOUND:
@@ -113,7 +122,7 @@ static channel *route_around_open_breaker(struct api_ctx *c, http_req *r, channe
     struct idem_record rec;
     if (c->has_idem_key &&
         store_idem_get(app->store, c->merchant.id, c->idem_key, &rec) == STORE_OK) {
-        replay(r, c->fingerprint, &rec);
+        replay(c, r, c->fingerprint, &rec);
         free(rec.body);
         return NULL;
     }
@@ -180,13 +189,15 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
         free(canonical);
         int rc = idem_inflight_enter(app->inflight, c->merchant.id, c->idem_key);
         if (rc != 0) {
-            if (rc == -1)
+            if (rc == -1) {
+                metrics_inc(app->metrics, M_IDEM_CONFLICTS, 0, 0);
                 http_error(r, 409, "conflict", "idempotency_key_in_use",
                            "A request with this Idempotency-Key is being handled; retry "
                            "later.",
                            "Idempotency-Key");
-            else
+            } else {
                 api_store_failed(r, STORE_E_BUSY);
+            }
             goto out_body;
         }
         c->idem_entered = true;
@@ -228,7 +239,7 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
         struct idem_record rec;
         if (c->has_idem_key &&
             store_idem_get(app->store, c->merchant.id, c->idem_key, &rec) == STORE_OK) {
-            replay(r, c->fingerprint, &rec);
+            replay(c, r, c->fingerprint, &rec);
             free(rec.body);
         } else {
             http_error(r, 409, "conflict", "payment_in_progress",
@@ -273,6 +284,7 @@ out_body:
 
 void api_payment_get(struct api_ctx *c, http_req *r, const char *id)
 {
+    http_note_ids(r, NULL, NULL, id);
     struct payment p;
     int rc = store_payment_get(c->app->store, c->merchant.id, id, &p);
     if (rc == STORE_OK)

@@ -42,7 +42,10 @@ struct route {
     X("PUT", "/admin/guards", ADMIN, api_guards_put)                                       \
     X("GET", "/healthz", OPEN, api_healthz)                                                \
     X("GET", "/readyz", OPEN, api_readyz)                                                  \
-    X("GET", "/metrics", OPEN, api_metrics)
+    X("GET", "/metrics", OPEN, api_metrics)                                                \
+    X("GET", "/dashboard", OPEN, api_dashboard_asset)                                      \
+    X("GET", "/dashboard/data", OPEN, api_dashboard_data)                                  \
+    X("GET", "/dashboard/{id}", OPEN, api_dashboard_asset)
 
 #define AS_ROUTE(m, p, a, h) {m, p, a, h},
 #define AS_NAME(m, p, a, h) p,
@@ -155,6 +158,7 @@ static bool admit(struct api_ctx *c, http_req *r, enum access access, bool v1)
         return true;
     if (!authenticate(c, r))
         return false;
+    http_note_ids(r, c->merchant.id, NULL, NULL);
     if (!guards_take_merchant(g, c->merchant.id, clock_mono_ns(), &retry)) {
         rate_limited(r, retry, false);
         return false;

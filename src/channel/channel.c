@@ -51,12 +51,18 @@ void channel_set_free(channel_set *set)
     free(set);
 }
 
-channel *channel_set_find(channel_set *set, const char *name)
+int channel_set_index(const channel_set *set, const char *name)
 {
     for (int i = 0; i < set->count; i++)
         if (strcmp(set->channels[i]->name, name) == 0)
-            return set->channels[i];
-    return NULL;
+            return i;
+    return -1;
+}
+
+channel *channel_set_find(channel_set *set, const char *name)
+{
+    int i = channel_set_index(set, name);
+    return i >= 0 ? set->channels[i] : NULL;
 }
 
 int channel_set_count(const channel_set *set)

@@ -81,6 +81,9 @@ typedef struct channel_set channel_set;
 channel_set *channel_set_new(const struct conf *conf, char *err, size_t err_size);
 void channel_set_free(channel_set *set);
 channel *channel_set_find(channel_set *set, const char *name);
+/* The position of the channel named name in the set (the metrics' and
+ * guards' channel index), or -1. */
+int channel_set_index(const channel_set *set, const char *name);
 int channel_set_count(const channel_set *set);
 channel *channel_set_at(channel_set *set, int i);
 

@@ -870,92 +870,35 @@ json_t *guards_view(guards *g, int64_t now_ns)
     return limits;
 }
 
-static char *append(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static char *append(char *buf, const char *fmt, ...)
+void guards_export(guards *g, metrics *m, int64_t now_ns)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    char *line = NULL;
-    PAYD_ASSERT(vasprintf(&line, fmt, ap) >= 0);
-    va_end(ap);
-    size_t old = buf ? strlen(buf) : 0, add = strlen(line);
-    buf = xrealloc(buf, old + add + 1);
-    memcpy(buf + old, line, add + 1);
-    free(line);
-    return buf;
-}
-
-/* Cluster mode only: in embedded mode there is no sharing to report, and a
- * constant "not shared" would read as a fallback. */
-static char *sharing_metrics(guards *g, char *buf)
-{
-    struct shared_limiter *sls[] = {&g->shared_global, &g->shared_merchant};
-    buf = append(buf, "# HELP payd_limiter_shared 1: the limit is shared by the instances "
-                      "through Redis; 0: Redis is unavailable and this instance enforces its "
-                      "share of it.\n# TYPE payd_limiter_shared gauge\n");
-    for (size_t i = 0; i < ARRAY_LEN(sls); i++)
-        buf = append(buf, "payd_limiter_shared{limiter=\"%s\"} %d\n", sls[i]->name,
-                     !atomic_load(&sls[i]->local));
-    buf = append(buf, "# HELP payd_limiter_fallback_total Requests a limiter decided at this "
-                      "instance's share because Redis was unavailable.\n"
-                      "# TYPE payd_limiter_fallback_total counter\n");
-    for (size_t i = 0; i < ARRAY_LEN(sls); i++)
-        buf = append(buf, "payd_limiter_fallback_total{limiter=\"%s\"} %llu\n", sls[i]->name,
-                     (unsigned long long)atomic_load(&sls[i]->fallbacks));
-    return append(buf, "# HELP payd_limiter_instances Instances sharing the limits (a local "
-                       "share is the limit divided by this).\n"
-                       "# TYPE payd_limiter_instances gauge\npayd_limiter_instances %d\n",
-                  redis_limit_instances(g->redis));
-}
-
-char *guards_metrics(guards *g, char *buf, int64_t now_ns)
-{
-    buf = append(buf, "# HELP payd_limiter_admitted_total Requests a limiter let through.\n"
-                      "# TYPE payd_limiter_admitted_total counter\n"
-                      "payd_limiter_admitted_total{limiter=\"global\"} %llu\n"
-                      "payd_limiter_admitted_total{limiter=\"merchant\"} %llu\n"
-                      "payd_limiter_admitted_total{limiter=\"inflight\"} %llu\n",
-                 (unsigned long long)atomic_load(&g->global.admitted),
-                 (unsigned long long)atomic_load(&g->merchant_admitted),
-                 (unsigned long long)atomic_load(&g->inflight.admitted));
-    buf = append(buf, "# HELP payd_limiter_rejected_total Requests a limiter refused.\n"
-                      "# TYPE payd_limiter_rejected_total counter\n"
-                      "payd_limiter_rejected_total{limiter=\"global\"} %llu\n"
-                      "payd_limiter_rejected_total{limiter=\"merchant\"} %llu\n"
-                      "payd_limiter_rejected_total{limiter=\"inflight\"} %llu\n",
-                 (unsigned long long)atomic_load(&g->global.rejected),
-                 (unsigned long long)atomic_load(&g->merchant_rejected),
-                 (unsigned long long)atomic_load(&g->inflight.rejected));
-    if (g->redis)
-        buf = sharing_metrics(g, buf);
-    buf = append(buf,
-                 "# HELP payd_inflight Write requests (order and payment creations) in flight.\n"
-                 "# TYPE payd_inflight gauge\npayd_inflight %lld\n"
-                 "# HELP payd_inflight_limit The adaptive (or fixed) limit on them.\n"
-                 "# TYPE payd_inflight_limit gauge\npayd_inflight_limit %lld\n",
-                 (long long)atomic_load(&g->inflight.inflight),
-                 (long long)atomic_load(&g->inflight.limit));
-    buf = append(buf, "# HELP payd_breaker_state Channel breaker: 0 closed, 1 open, 2 half-open.\n"
-                      "# TYPE payd_breaker_state gauge\n");
-    for (int i = 0; i < g->channel_count; i++)
-        buf = append(buf, "payd_breaker_state{channel=\"%s\"} %d\n", g->channels[i].name,
-                     (int)breaker_state_at(&g->channels[i].breaker, now_ns));
-    buf = append(buf, "# HELP payd_breaker_transitions_total Breaker state changes.\n"
-                      "# TYPE payd_breaker_transitions_total counter\n");
-    for (int i = 0; i < g->channel_count; i++)
-        buf = append(buf, "payd_breaker_transitions_total{channel=\"%s\"} %llu\n",
-                     g->channels[i].name,
-                     (unsigned long long)atomic_load(&g->channels[i].breaker.transitions));
-    buf = append(buf, "# HELP payd_channel_deferred_total Calls put back in the queue by the "
-                      "pacer or an open breaker.\n# TYPE payd_channel_deferred_total counter\n");
-    for (int i = 0; i < g->channel_count; i++)
-        buf = append(buf, "payd_channel_deferred_total{channel=\"%s\",reason=\"pacer\"} %llu\n",
-                     g->channels[i].name,
-                     (unsigned long long)atomic_load(&g->channels[i].pacer.deferred));
-    for (int i = 0; i < g->channel_count; i++)
-        buf = append(buf, "payd_channel_deferred_total{channel=\"%s\",reason=\"breaker\"} %llu\n",
-                     g->channels[i].name,
-                     (unsigned long long)atomic_load(&g->channels[i].breaker.denied));
-    return buf;
+    metrics_set_counter(m, M_LIMITER_ADMITTED, LIMITER_GLOBAL, 0, atomic_load(&g->global.admitted));
+    metrics_set_counter(m, M_LIMITER_ADMITTED, LIMITER_MERCHANT, 0,
+                        atomic_load(&g->merchant_admitted));
+    metrics_set_counter(m, M_LIMITER_ADMITTED, LIMITER_INFLIGHT, 0,
+                        atomic_load(&g->inflight.admitted));
+    metrics_set_counter(m, M_LIMITER_REJECTED, LIMITER_GLOBAL, 0, atomic_load(&g->global.rejected));
+    metrics_set_counter(m, M_LIMITER_REJECTED, LIMITER_MERCHANT, 0,
+                        atomic_load(&g->merchant_rejected));
+    metrics_set_counter(m, M_LIMITER_REJECTED, LIMITER_INFLIGHT, 0,
+                        atomic_load(&g->inflight.rejected));
+    if (g->redis) {
+        /* Cluster mode only: in embedded mode there is no sharing to
+         * report, and a constant "not shared" would read as a fallback. */
+        struct shared_limiter *sls[] = {&g->shared_global, &g->shared_merchant};
+        for (int i = 0; i < (int)ARRAY_LEN(sls); i++) {
+            metrics_set(m, M_LIMITER_SHARED, i, 0, !atomic_load(&sls[i]->local));
+            metrics_set_counter(m, M_LIMITER_FALLBACK, i, 0, atomic_load(&sls[i]->fallbacks));
+        }
+        metrics_set(m, M_LIMITER_INSTANCES, 0, 0, redis_limit_instances(g->redis));
+    }
+    metrics_set(m, M_INFLIGHT, 0, 0, (double)atomic_load(&g->inflight.inflight));
+    metrics_set(m, M_INFLIGHT_LIMIT, 0, 0, (double)atomic_load(&g->inflight.limit));
+    for (int i = 0; i < g->channel_count; i++) {
+        struct channel_guard *cg = &g->channels[i];
+        metrics_set(m, M_BREAKER_STATE, i, 0, (double)breaker_state_at(&cg->breaker, now_ns));
+        metrics_set_counter(m, M_BREAKER_TRANSITIONS, i, 0, atomic_load(&cg->breaker.transitions));
+        metrics_set_counter(m, M_CHANNEL_DEFERRED, i, DEFER_PACER, atomic_load(&cg->pacer.deferred));
+        metrics_set_counter(m, M_CHANNEL_DEFERRED, i, DEFER_BREAKER, atomic_load(&cg->breaker.denied));
+    }
 }

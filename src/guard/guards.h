@@ -31,6 +31,7 @@
 #include "guard/leaky_bucket.h"
 #include "guard/redis_limit.h"
 #include "guard/token_bucket.h"
+#include "obs/metrics.h"
 
 typedef struct guards guards;
 
@@ -83,8 +84,8 @@ json_t *guards_view(guards *g, int64_t now_ns);
  * survive a restart). */
 int guards_apply(guards *g, const json_t *change, char *err, size_t err_size);
 
-/* Prometheus lines for the limiters and breakers, appended to buf (a
- * malloc'd string, reallocated). */
-char *guards_metrics(guards *g, char *buf, int64_t now_ns);
+/* Copies the limiters' and breakers' counts and states into the metrics
+ * registry (at each scrape). */
+void guards_export(guards *g, metrics *m, int64_t now_ns);
 
 #endif

@@ -55,6 +55,9 @@ struct http_req {
     size_t discarded; /* body bytes dropped after too_large */
     int64_t started_us;
     int route;
+    char request_id[HTTP_REQUEST_ID_MAX + 1];
+    char merchant_id[HTTP_LOG_ID_MAX + 1], order_id[HTTP_LOG_ID_MAX + 1],
+        payment_id[HTTP_LOG_ID_MAX + 1];
     _Atomic int state; /* enum req_state */
     void (*on_resume)(http_req *r);
     /* the answer, once set */
@@ -74,6 +77,8 @@ struct http_server {
     struct MHD_Daemon *daemon;
     struct http_server_options opts;
     atomic_int suspended; /* requests parked, waiting for http_resume() */
+    char id_prefix[9];    /* random, per process: made-up request ids */
+    _Atomic uint64_t next_id;
 };
 
 /* ---- request accessors ---- */
@@ -133,6 +138,48 @@ void http_set_route(http_req *r, int route)
     r->route = route;
 }
 
+const char *http_request_id(const http_req *r)
+{
+    return r->request_id;
+}
+
+void http_note_ids(http_req *r, const char *merchant_id, const char *order_id,
+                   const char *payment_id)
+{
+    if (merchant_id)
+        snprintf(r->merchant_id, sizeof(r->merchant_id), "%s", merchant_id);
+    if (order_id)
+        snprintf(r->order_id, sizeof(r->order_id), "%s", order_id);
+    if (payment_id)
+        snprintf(r->payment_id, sizeof(r->payment_id), "%s", payment_id);
+}
+
+/* A client's X-Request-Id is kept when it is a plain token: it goes into
+ * logs and back into a header, so nothing that could break either. */
+static bool request_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > HTTP_REQUEST_ID_MAX)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') && !(*p >= '0' && *p <= '9') &&
+            *p != '.' && *p != '_' && *p != ':' && *p != '-')
+            return false;
+    return true;
+}
+
+static void set_request_id(http_req *r)
+{
+    const char *given = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (given && request_id_valid(given)) {
+        snprintf(r->request_id, sizeof(r->request_id), "%s", given);
+        return;
+    }
+    uint64_t n = atomic_fetch_add_explicit(&r->srv->next_id, 1, memory_order_relaxed);
+    snprintf(r->request_id, sizeof(r->request_id), "req_%s%012llx", r->srv->id_prefix,
+             (unsigned long long)n);
+}
+
 void http_set_user(http_req *r, void *user, void (*free_fn)(void *user))
 {
     PAYD_ASSERT(!r->user);
@@ -171,6 +218,12 @@ void http_respond_raw(http_req *r, int status, char *body, size_t len)
     set_answer(r, status, "application/json", body, len);
 }
 
+void http_respond_bytes(http_req *r, int status, const char *content_type, char *body,
+                        size_t len)
+{
+    set_answer(r, status, content_type, body, len);
+}
+
 void http_respond_text(http_req *r, int status, const char *content_type, char *body)
 {
     set_answer(r, status, content_type, body, strlen(body));
@@ -178,7 +231,7 @@ void http_respond_text(http_req *r, int status, const char *content_type, char *
 
 void http_respond_json(http_req *r, int status, json_t *value)
 {
-    char *s = json_dumps(value, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *s = json_dumps(value, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(value);
     PAYD_ASSERT(s);
     http_respond_raw(r, status, s, strlen(s));
@@ -245,14 +298,20 @@ static enum MHD_Result queue_answer(http_req *r)
         return MHD_NO;
     r->resp_body = NULL; /* libmicrohttpd frees it now */
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     for (int i = 0; i < r->header_count; i++)
         MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
     enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned int)r->status, resp);
     MHD_destroy_response(resp);
     r->queued = true;
-    if (r->srv->opts.on_answer)
-        r->srv->opts.on_answer(r->srv->opts.app, r->route, r->status,
-                               clock_mono_us() - r->started_us);
+    if (r->srv->opts.on_answer) {
+        struct http_answer a = {.route = r->route, .status = r->status,
+                                .latency_us = clock_mono_us() - r->started_us,
+                                .method = r->method, .path = r->path,
+                                .request_id = r->request_id, .merchant_id = r->merchant_id,
+                                .order_id = r->order_id, .payment_id = r->payment_id};
+        r->srv->opts.on_answer(r->srv->opts.app, &a);
+    }
     return rc;
 }
 
@@ -277,6 +336,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (!r) {
         r = req_new(srv, conn, url, method);
         *con_cls = r;
+        set_request_id(r);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > max) {
             r->too_large = true;
@@ -352,6 +412,9 @@ http_server *http_server_start(const struct http_server_options *opts, char *err
 {
     struct http_server *srv = xcalloc(1, sizeof(*srv));
     srv->opts = *opts;
+    uint8_t prefix[4];
+    rand_bytes(prefix, sizeof(prefix));
+    hex_encode(prefix, sizeof(prefix), srv->id_prefix);
 
     char port[16];
     snprintf(port, sizeof(port), "%d", opts->port);

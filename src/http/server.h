@@ -22,6 +22,19 @@
 typedef struct http_server http_server;
 typedef struct http_req http_req;
 
+#define HTTP_REQUEST_ID_MAX 64
+#define HTTP_LOG_ID_MAX 64
+
+/* What a request was and how it was answered; the strings live as long as
+ * the call. The ids are those the handler noted ("" when none). */
+struct http_answer {
+    int route; /* -1: none matched */
+    int status;
+    int64_t latency_us;
+    const char *method, *path, *request_id;
+    const char *merchant_id, *order_id, *payment_id;
+};
+
 struct http_server_options {
     const char *host;
     int port;
@@ -29,8 +42,9 @@ struct http_server_options {
     size_t max_body_bytes;
     /* Called once per request with the whole body read. */
     void (*dispatch)(void *app, http_req *r);
-    /* Called once per answered request (metrics); may be NULL. */
-    void (*on_answer)(void *app, int route, int status, int64_t latency_us);
+    /* Called once per answered request (metrics, the request log); may be
+     * NULL. */
+    void (*on_answer)(void *app, const struct http_answer *a);
     void *app;
 };
 
@@ -57,6 +71,14 @@ bool http_peer_loopback(http_req *r);
 int64_t http_started_us(const http_req *r);
 /* The route index for metrics (-1 until set). */
 void http_set_route(http_req *r, int route);
+/* The request's id: its X-Request-Id when that is 1 to 64 of A-Z a-z 0-9
+ * . _ : -, else one made up (unique in this process); the answer carries
+ * it back in X-Request-Id. */
+const char *http_request_id(const http_req *r);
+/* Notes the ids a request concerns, for its log line; NULL leaves one as it
+ * is. Copied (truncated at HTTP_LOG_ID_MAX). */
+void http_note_ids(http_req *r, const char *merchant_id, const char *order_id,
+                   const char *payment_id);
 
 /* Per-request state of the handler: freed with free_fn when the request
  * ends, whatever happens to the connection. */
@@ -74,6 +96,9 @@ void http_respond_json(http_req *r, int status, json_t *value);
 /* Answers with the error object of the API; param may be NULL. */
 void http_error(http_req *r, int status, const char *type, const char *code,
                 const char *message, const char *param);
+/* Answers with len bytes of the given content type (body taken). */
+void http_respond_bytes(http_req *r, int status, const char *content_type, char *body,
+                        size_t len);
 /* Answers with text of the given content type (body taken). */
 void http_respond_text(http_req *r, int status, const char *content_type, char *body);
 

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/util.h"
+
 enum lock_rc {
     LOCK_OK = 0,
     LOCK_E_BUSY = -1,    /* held by another holder; try again later */
@@ -39,6 +41,10 @@ struct lock_backend {
 
 struct lock_service {
     const struct lock_backend *be;
+    /* Told of every acquire: its result and how long it took (metrics);
+     * NULL: no one listens. Set once, before the service is shared. */
+    void (*observe)(void *arg, int rc, int64_t wait_us);
+    void *observe_arg;
 };
 
 /* The in-process backend. Tokens start above min_token (pass the largest
@@ -59,7 +65,12 @@ lock_service *lock_redis_new(const char *url, int64_t min_token, char *err, size
 static inline int lock_acquire(lock_service *l, const char *key, int64_t ttl_ms,
                                int64_t wait_ms, int64_t *token)
 {
-    return l->be->acquire(l, key, ttl_ms, wait_ms, token);
+    if (!l->observe)
+        return l->be->acquire(l, key, ttl_ms, wait_ms, token);
+    int64_t start_us = clock_mono_us();
+    int rc = l->be->acquire(l, key, ttl_ms, wait_ms, token);
+    l->observe(l->observe_arg, rc, clock_mono_us() - start_us);
+    return rc;
 }
 static inline int lock_renew(lock_service *l, const char *key, int64_t token, int64_t ttl_ms)
 {

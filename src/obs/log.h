@@ -9,11 +9,20 @@
 #ifndef PAYD_OBS_LOG_H
 #define PAYD_OBS_LOG_H
 
+#include <jansson.h>
+#include <stdbool.h>
+
 #include "conf.h"
 
 void log_init(enum log_format format, enum log_level level);
 
 void log_event(enum log_level level, const char *event, ...) __attribute__((sentinel));
+
+/* A line of typed fields: fields is a JSON object (its reference is taken)
+ * whose members follow time, level and event. */
+void log_fields(enum log_level level, const char *event, json_t *fields);
+
+bool log_enabled(enum log_level level);
 
 #define log_debug(...) log_event(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_event(LOG_INFO, __VA_ARGS__)

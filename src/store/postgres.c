@@ -86,6 +86,8 @@ enum stmt {
     S_IDEM_GET,
     S_BALANCE,
     S_MAX_FENCE,
+    S_QUEUE_STATS,
+    S_LEDGER_IMBALANCE,
     S_OUTBOX_NEXT,
     S_PING,
     S_COUNT
@@ -122,6 +124,10 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_BALANCE] = "SELECT currency, sum(amount) FROM ledger_entries WHERE account = $1"
                   " GROUP BY currency ORDER BY currency",
     [S_MAX_FENCE] = "SELECT coalesce(max(fence), 0) FROM orders",
+    [S_QUEUE_STATS] = "SELECT count(*), coalesce(min(created_ms), 0),"
+                      " count(*) FILTER (WHERE deliveries >= $1::bigint) FROM outbox",
+    [S_LEDGER_IMBALANCE] = "SELECT coalesce(sum(abs(t)), 0)::bigint FROM"
+                           " (SELECT sum(amount) AS t FROM ledger_entries GROUP BY currency) s",
     [S_OUTBOX_NEXT] = "SELECT min(available_ms) FROM outbox",
     [S_PING] = "SELECT 1",
 };
@@ -1084,6 +1090,28 @@ static int64_t pg_outbox_next_due_ms(store *base)
     return read_scalar((struct pg_store *)base, S_OUTBOX_NEXT, INT64_MAX);
 }
 
+static int pg_queue_stats(store *base, int64_t dead_after, struct store_queue_stats *out)
+{
+    char after[24];
+    snprintf(after, sizeof(after), "%lld", (long long)dead_after);
+    PGresult *r = read_query((struct pg_store *)base, S_QUEUE_STATS, after, NULL);
+    if (!r)
+        return STORE_E_IO;
+    int rc = PQntuples(r) == 1 ? STORE_OK : STORE_E_IO;
+    if (rc == STORE_OK) {
+        out->depth = int_val(r, 0, 0);
+        out->oldest_created_ms = int_val(r, 0, 1);
+        out->dead = int_val(r, 0, 2);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int64_t pg_ledger_imbalance(store *base)
+{
+    return read_scalar((struct pg_store *)base, S_LEDGER_IMBALANCE, -1);
+}
+
 static int pg_ping(store *base)
 {
     return read_scalar((struct pg_store *)base, S_PING, 0) == 1 ? STORE_OK : STORE_E_IO;
@@ -1270,6 +1298,8 @@ const struct store_backend store_postgres_backend = {
     .balance = pg_balance,
     .max_fence = pg_max_fence,
     .outbox_next_due_ms = pg_outbox_next_due_ms,
+    .queue_stats = pg_queue_stats,
+    .ledger_imbalance = pg_ledger_imbalance,
     .ping = pg_ping,
     .on_outbox = pg_on_outbox,
 };

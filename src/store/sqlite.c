@@ -177,6 +177,8 @@ enum rstmt {
     R_IDEM_GET,
     R_BALANCE,
     R_MAX_FENCE,
+    R_QUEUE_STATS,
+    R_LEDGER_IMBALANCE,
     R_OUTBOX_NEXT,
     R_PING,
     R_COUNT
@@ -195,6 +197,10 @@ static const char *const rsql[R_COUNT] = {
     [R_BALANCE] = "SELECT currency, sum(amount) FROM ledger_entries WHERE account = ?1"
                   " GROUP BY currency ORDER BY currency",
     [R_MAX_FENCE] = "SELECT coalesce(max(fence), 0) FROM orders",
+    [R_QUEUE_STATS] = "SELECT count(*), coalesce(min(created_ms), 0),"
+                      " coalesce(sum(deliveries >= ?1), 0) FROM outbox",
+    [R_LEDGER_IMBALANCE] = "SELECT coalesce(sum(abs(t)), 0) FROM"
+                           " (SELECT sum(amount) AS t FROM ledger_entries GROUP BY currency)",
     [R_OUTBOX_NEXT] = "SELECT min(available_ms) FROM outbox",
     [R_PING] = "SELECT 1",
 };
@@ -1118,6 +1124,27 @@ static int64_t sqlite_outbox_next_due_ms(store *base)
     return read_scalar((struct sqlite_store *)base, R_OUTBOX_NEXT, INT64_MAX);
 }
 
+static int sqlite_queue_stats(store *base, int64_t dead_after, struct store_queue_stats *out)
+{
+    sqlite3_stmt *st = reader_stmt((struct sqlite_store *)base, R_QUEUE_STATS);
+    if (!st)
+        return STORE_E_IO;
+    sqlite3_bind_int64(st, 1, dead_after);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->depth = sqlite3_column_int64(st, 0);
+        out->oldest_created_ms = sqlite3_column_int64(st, 1);
+        out->dead = sqlite3_column_int64(st, 2);
+    }
+    reader_done(st);
+    return rc == SQLITE_ROW ? STORE_OK : STORE_E_IO;
+}
+
+static int64_t sqlite_ledger_imbalance(store *base)
+{
+    return read_scalar((struct sqlite_store *)base, R_LEDGER_IMBALANCE, -1);
+}
+
 static int sqlite_ping(store *base)
 {
     return read_scalar((struct sqlite_store *)base, R_PING, 0) == 1 ? STORE_OK : STORE_E_IO;
@@ -1273,5 +1300,7 @@ const struct store_backend store_sqlite_backend = {
     .balance = sqlite_balance,
     .max_fence = sqlite_max_fence,
     .outbox_next_due_ms = sqlite_outbox_next_due_ms,
+    .queue_stats = sqlite_queue_stats,
+    .ledger_imbalance = sqlite_ledger_imbalance,
     .ping = sqlite_ping,
 };

@@ -158,6 +158,13 @@ struct store_amount {
     int64_t amount_minor;
 };
 
+/* What the monitoring reads of the queue (the outbox). */
+struct store_queue_stats {
+    int64_t depth;             /* messages */
+    int64_t oldest_created_ms; /* wall ms; 0 when empty */
+    int64_t dead;              /* messages delivered at least dead_after times */
+};
+
 typedef struct store store;
 
 struct store_options {
@@ -194,6 +201,10 @@ struct store_backend {
     int64_t (*max_fence)(store *s);
     int64_t (*outbox_next_due_ms)(store *s); /* wall ms; INT64_MAX when empty */
     int (*ping)(store *s);
+    int (*queue_stats)(store *s, int64_t dead_after, struct store_queue_stats *out);
+    /* The sum over currencies of |sum of every ledger entry|: 0 when the
+     * ledger balances; -1 when it cannot be read. Reads the whole ledger. */
+    int64_t (*ledger_imbalance)(store *s);
     /* Optional (NULL: the backend has no other writers to hear from): calls
      * fn(arg), on a thread of the backend's, whenever another process may
      * have committed new queue messages. fn NULL: stops calling, and has
@@ -269,6 +280,15 @@ static inline int64_t store_outbox_next_due_ms(store *s)
 static inline int store_ping(store *s)
 {
     return s->be->ping(s);
+}
+static inline int store_queue_stats(store *s, int64_t dead_after,
+                                    struct store_queue_stats *out)
+{
+    return s->be->queue_stats(s, dead_after, out);
+}
+static inline int64_t store_ledger_imbalance(store *s)
+{
+    return s->be->ledger_imbalance(s);
 }
 static inline void store_on_outbox(store *s, void (*fn)(void *arg), void *arg)
 {

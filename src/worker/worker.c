@@ -44,14 +44,6 @@ struct worker_pool {
     bool stopping;
 };
 
-static int channel_index(struct app *app, const char *name)
-{
-    for (int i = 0; i < channel_set_count(app->channels); i++)
-        if (strcmp(channel_set_at(app->channels, i)->name, name) == 0)
-            return i;
-    return -1;
-}
-
 static int64_t backoff_ms(const struct worker_options *o, int64_t deliveries)
 {
     int64_t d = o->retry_base_ms;
@@ -81,9 +73,13 @@ static void report(worker_pool *pool, struct finish_job *job)
     int rc = job->op.rc;
     switch (rc) {
     case STORE_OK: {
-        int ch = channel_index(app, p->channel);
-        if (ch >= 0)
-            metrics_payment_final(app->metrics, ch, p->status);
+        int ch = channel_set_index(app->channels, p->channel);
+        if (ch >= 0) {
+            metrics_inc(app->metrics, M_PAYMENTS_FINAL, ch,
+                        p->status == PAYMENT_SUCCEEDED ? FINAL_SUCCEEDED : FINAL_FAILED);
+            metrics_observe(app->metrics, M_PAYMENT_DURATION, ch, 0,
+                            (clock_wall_ms() - p->created_ms) * 1000);
+        }
         log_info("payment_finished", "payment_id", p->id, "order_id", p->order_id,
                  "merchant_id", p->merchant_id, "status", payment_status_name(p->status),
                  "failure_code", p->status == PAYMENT_FAILED ? p->failure_code : NULL, NULL);
@@ -257,6 +253,14 @@ static bool pass_guards(worker_pool *pool, const struct queue_msg *m, struct pay
     return true;
 }
 
+/* A channel call's outcome and time, for the metrics. */
+static void count_call(struct app *app, int ci, const struct chan_result *res, int64_t called_ns)
+{
+    metrics_inc(app->metrics, M_CHANNEL_CALLS, ci, (int)res->outcome);
+    metrics_observe(app->metrics, M_CHANNEL_CALL_DURATION, ci, 0,
+                    (clock_mono_ns() - called_ns) / 1000);
+}
+
 static void process(worker_pool *pool, const struct queue_msg *m)
 {
     struct app *app = pool->app;
@@ -284,7 +288,7 @@ static void process(worker_pool *pool, const struct queue_msg *m)
         return;
     }
 
-    int ci = channel_index(app, p.channel);
+    int ci = channel_set_index(app->channels, p.channel);
     struct breaker_ticket ticket;
     if (!pass_guards(pool, m, &p, fence, &ci, &ch, &ticket))
         return;
@@ -296,10 +300,15 @@ static void process(worker_pool *pool, const struct queue_msg *m)
     if (m->deliveries > 1) {
         /* A redelivery: an earlier attempt may have charged. Ask first. */
         channel_query(ch, p.serial_no, &res);
-        if (res.outcome == CHAN_NOT_FOUND)
+        count_call(app, ci, &res, called_ns);
+        if (res.outcome == CHAN_NOT_FOUND) {
+            int64_t charged_ns = clock_mono_ns();
             channel_charge(ch, &req, &res);
+            count_call(app, ci, &res, charged_ns);
+        }
     } else {
         channel_charge(ch, &req, &res);
+        count_call(app, ci, &res, called_ns);
     }
     int64_t answered_ns = clock_mono_ns();
     /* Declines are answers; only errors and silence count against it. */

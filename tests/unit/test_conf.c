@@ -450,6 +450,83 @@ static void test_listen_split_bad(void **state)
     assert_int_equal(conf_listen_split(listen, host, &port), -1);
 }
 
+static const struct conf_alert *find_alert(const struct conf *c, const char *name)
+{
+    for (int i = 0; i < c->alert_count; i++)
+        if (strcmp(c->alerts[i].name, name) == 0)
+            return &c->alerts[i];
+    return NULL;
+}
+
+/* The built-in rules are there by default; a section of the same name
+ * changes one, a new name adds one; env keys reach both. */
+static void test_alerts(void **state)
+{
+    struct fixture *f = *state;
+    const struct conf_alert *a = find_alert(&f->conf, "PaydSLOBurnFast");
+    assert_non_null(a);
+    assert_int_equal(a->kind, ALERT_BURN_RATE);
+    assert_true(a->threshold == 14.4);
+    assert_int_equal(a->window_s, 3600);
+    assert_int_equal(a->short_window_s, 300);
+    assert_non_null(find_alert(&f->conf, "PaydBreakerOpen"));
+    assert_int_equal(f->conf.alert_count, 8);
+    assert_int_equal(load(f, "[alert.PaydErrorRatioHigh]\nthreshold = 0.1\nfor_s = 5\n"
+                             "[alert.Slow_Payments]\nkind = latency_p99\nthreshold = 2\n"
+                             "window_s = 120\nseverity = info\nsummary = payments are slow\n"
+                             "[alerts]\nalertmanager_url = http://127.0.0.1:9093\n"),
+                     0);
+    a = find_alert(&f->conf, "PaydErrorRatioHigh");
+    assert_true(a->threshold == 0.1);
+    assert_int_equal(a->for_s, 5);
+    assert_int_equal(a->window_s, 300); /* untouched */
+    a = find_alert(&f->conf, "Slow_Payments");
+    assert_non_null(a);
+    assert_int_equal(a->kind, ALERT_LATENCY_P99);
+    assert_int_equal(a->severity, ALERT_SEVERITY_INFO);
+    assert_string_equal(a->summary, "payments are slow");
+    assert_string_equal(f->conf.alertmanager_url, "http://127.0.0.1:9093");
+    setenv("PAYD_ALERT_PAYDBREAKEROPEN_ENABLED", "off", 1);
+    setenv("PAYD_ALERT_SLOW_PAYMENTS_THRESHOLD", "3", 1);
+    int rc = conf_load_env(&f->conf, f->err);
+    unsetenv("PAYD_ALERT_PAYDBREAKEROPEN_ENABLED");
+    unsetenv("PAYD_ALERT_SLOW_PAYMENTS_THRESHOLD");
+    assert_int_equal(rc, 0);
+    assert_int_equal(find_alert(&f->conf, "PaydBreakerOpen")->enabled, 0);
+    assert_true(find_alert(&f->conf, "Slow_Payments")->threshold == 3);
+    assert_int_equal(conf_finish(&f->conf, f->err), 0);
+}
+
+static void test_alerts_refused(void **state)
+{
+    struct fixture *f = *state;
+    expect_refused(f, "[alert.PaydBreakerOpen]\nkind = sometimes\n", "alert.PaydBreakerOpen",
+                   "kind");
+    expect_refused(f, "[alert.PaydBreakerOpen]\nwindow = 5\n", "window", "unknown key");
+    expect_refused(f, "[alert.bad name]\nkind = error_ratio\n", "alert name", NULL);
+    /* a new rule without a kind, or a burn rate with its windows the
+     * wrong way round, is refused when the configuration is finished */
+    conf_defaults(&f->conf);
+    assert_int_equal(load(f, "[alert.Mine]\nthreshold = 1\n"), 0);
+    assert_int_equal(conf_finish(&f->conf, f->err), -1);
+    assert_non_null(strstr(f->err, "[alert.Mine] kind"));
+    conf_defaults(&f->conf);
+    assert_int_equal(load(f, "[alert.PaydSLOBurnFast]\nshort_window_s = 3600\n"), 0);
+    assert_int_equal(conf_finish(&f->conf, f->err), -1);
+    assert_non_null(strstr(f->err, "short_window_s"));
+    conf_defaults(&f->conf);
+    assert_int_equal(load(f, "[alerts]\nalertmanager_url = ftp://user:secret@host/\n"), 0);
+    assert_int_equal(conf_finish(&f->conf, f->err), -1);
+    assert_non_null(strstr(f->err, "alertmanager_url"));
+    assert_null(strstr(f->err, "secret")); /* never echoed */
+    setenv("PAYD_ALERT_PAYDBREAKEROPEN_COLOUR", "red", 1);
+    conf_defaults(&f->conf);
+    int rc = conf_load_env(&f->conf, f->err);
+    unsetenv("PAYD_ALERT_PAYDBREAKEROPEN_COLOUR");
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(f->err, "PAYD_ALERT_PAYDBREAKEROPEN_COLOUR"));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -471,6 +548,8 @@ int main(void)
         T(test_conf_set),
         T(test_finish_adds_sandbox),
         T(test_finish_refuses),
+        T(test_alerts),
+        T(test_alerts_refused),
         cmocka_unit_test(test_listen_split_good),
         cmocka_unit_test(test_listen_split_bad),
     };
