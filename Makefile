@@ -2,8 +2,9 @@
 #
 #   make            build build/payd and the tools
 #   make run        build and start payd embedded on 127.0.0.1:8080 (data in ./payd-data)
-#   make test       unit and integration tests (SQLite, then PostgreSQL and the local
-#                   cluster), then the same under ASan+UBSan
+#   make test       unit tests, the Prometheus rules' tests (promtool), integration tests
+#                   (SQLite, then PostgreSQL and the local cluster), the dashboard in
+#                   headless Chromium, then unit and integration tests under ASan+UBSan
 #   make bench      the benchmarks (bench/flow.sh, bench/overload.sh, build/guard_micro,
 #                   bench/redis_limit.sh)
 #
@@ -90,7 +91,7 @@ run: all
 	$(B)/payd serve
 
 test: all
-	$(MAKE) test-unit test-rules test-integration test-integration-pg
+	$(MAKE) test-unit test-rules test-integration test-integration-pg test-browser
 	$(MAKE) test-asan
 
 test-unit: $(UNIT_BIN)

@@ -638,11 +638,13 @@ static int cmd_serve(struct args *a)
         goto out_stop;
     }
     printf("payd %s listening on http://%s (data in %s)\n"
+           "dashboard: http://%s/dashboard   metrics: http://%s/metrics\n"
            "try:\n  curl -s -X POST http://%s/v1/orders \\\n"
            "    -H \"Authorization: Bearer $(cat %s/demo.key)\" \\\n"
            "    -H 'Content-Type: application/json' \\\n"
            "    -d '{\"merchant_order_no\":\"A-1001\",\"amount\":1999,\"currency\":\"CNY\"}'\n",
-           PAYD_VERSION, conf.listen, conf.data_dir, conf.listen, conf.data_dir);
+           PAYD_VERSION, conf.listen, conf.data_dir, conf.listen, conf.listen, conf.listen,
+           conf.data_dir);
     fflush(stdout);
     log_info("started", "listen", conf.listen, "data_dir", conf.data_dir, NULL);
 
