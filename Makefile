@@ -80,6 +80,9 @@ $(B)/paybench: $(wildcard tools/paybench/*.c) $(wildcard tools/paybench/*.h)
 $(B)/guard_micro: bench/guard_micro.c $(LIB_OBJ)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $< $(LIB_OBJ) $(LIBS)
 
+$(B)/obs_micro: bench/obs_micro.c $(LIB_OBJ)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $< $(LIB_OBJ) $(LIBS)
+
 $(B)/redis_limit_micro: bench/redis_limit_micro.c $(LIB_OBJ)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $< $(LIB_OBJ) $(LIBS)
 

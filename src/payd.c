@@ -421,23 +421,14 @@ static void on_answer(void *arg, const struct http_answer *a)
 {
     struct app *app = arg;
     metrics_http(app->metrics, a->route, a->status, a->latency_us);
-    enum log_level level = a->status >= 500 ? LOG_WARN : LOG_INFO;
-    if (!app->conf->log_requests || !log_enabled(level))
+    if (!app->conf->log_requests)
         return;
-    json_t *f = json_pack("{s:s, s:s, s:s}", "request_id", a->request_id, "method", a->method,
-                          "route", metrics_route_name(app->metrics, a->route));
-    /* A path that is not UTF-8 cannot be a JSON string: it is left out. */
-    json_t *path = json_string(a->path);
-    json_object_set_new(f, "path", path ? path : json_null());
-    json_object_set_new(f, "status", json_integer(a->status));
-    json_object_set_new(f, "latency_ms", json_real((double)a->latency_us / 1000.0));
-    if (a->merchant_id[0])
-        json_object_set_new(f, "merchant_id", json_string(a->merchant_id));
-    if (a->order_id[0])
-        json_object_set_new(f, "order_id", json_string(a->order_id));
-    if (a->payment_id[0])
-        json_object_set_new(f, "payment_id", json_string(a->payment_id));
-    log_fields(level, "request", f);
+    struct log_request line = {.request_id = a->request_id, .method = a->method,
+                               .route = metrics_route_name(app->metrics, a->route),
+                               .path = a->path, .status = a->status,
+                               .latency_us = a->latency_us, .merchant_id = a->merchant_id,
+                               .order_id = a->order_id, .payment_id = a->payment_id};
+    log_request(&line);
 }
 
 static void on_lock(void *arg, int rc, int64_t wait_us)

@@ -9,8 +9,8 @@
 #ifndef PAYD_OBS_LOG_H
 #define PAYD_OBS_LOG_H
 
-#include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "conf.h"
 
@@ -18,11 +18,18 @@ void log_init(enum log_format format, enum log_level level);
 
 void log_event(enum log_level level, const char *event, ...) __attribute__((sentinel));
 
-/* A line of typed fields: fields is a JSON object (its reference is taken)
- * whose members follow time, level and event. */
-void log_fields(enum log_level level, const char *event, json_t *fields);
-
 bool log_enabled(enum log_level level);
+
+/* One answered HTTP request ("" for an id it does not concern). */
+struct log_request {
+    const char *request_id, *method, *route, *path;
+    int status;
+    int64_t latency_us;
+    const char *merchant_id, *order_id, *payment_id;
+};
+
+/* Its line: event "request", level warn for a 5xx, else info. */
+void log_request(const struct log_request *r);
 
 #define log_debug(...) log_event(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_event(LOG_INFO, __VA_ARGS__)
