@@ -6,7 +6,7 @@
 #                   (SQLite, then PostgreSQL and the local cluster), the dashboard in
 #                   headless Chromium, then unit and integration tests under ASan+UBSan
 #   make bench      the benchmarks (bench/flow.sh, bench/overload.sh, build/guard_micro,
-#                   bench/redis_limit.sh)
+#                   bench/redis_limit.sh, bench/obs.sh), then their charts (bench/plot.sh)
 #
 # Each target installs missing Debian packages first (scripts/deps.sh).
 
@@ -139,12 +139,14 @@ test-integration-pg-asan: $(B)/payd
 	    PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_SLOW=1 PAYD_TEST_STORE=postgres \
 	    $(PYTHON) tests/integration/run.py
 
-bench: all $(B)/guard_micro $(B)/redis_limit_micro
+bench: all $(B)/guard_micro $(B)/redis_limit_micro $(B)/obs_micro
 	@scripts/deps.sh bench
 	bench/flow.sh
 	bench/overload.sh
 	bench/guard.sh
 	bench/redis_limit.sh
+	bench/obs.sh
+	bench/plot.sh
 
 clean:
 	rm -rf build build-asan

@@ -16,11 +16,13 @@
 #      creates an order, pays it and waits until a worker has charged the
 #      sandbox and committed the outcome).
 #   4. pgbench again (the machine's speed drifts): the ceiling is the mean.
-#   5. a table on stdout, appended to bench/RESULTS.md with the command.
+#   5. a table on stdout, appended to bench/RESULTS.md with the command; the
+#      numbers also to bench/data/cluster.csv (bench/record.sh; bench/plot.sh).
 #
 # Environment (defaults in brackets): DURATION [20]  CONCURRENCY [128]
 #   PGBENCH_CLIENTS [16]  PGBENCH_SCALE [10]  WORKER_THREADS [32]  QUEUE [nats]
 #   KEEP_TMP [0]  RESULTS [bench/RESULTS.md; empty: do not append]
+#   BENCH_DATA [bench/data; empty: no CSV]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,6 +42,8 @@ export PAYD_EXTRA_ENV="${PAYD_EXTRA_ENV:-PAYD_LIMITS_ADAPTIVE=off}"
 KEEP_TMP="${KEEP_TMP:-0}"
 RESULTS="${RESULTS-$ROOT/bench/RESULTS.md}"
 PG_BIN=/usr/lib/postgresql/15/bin
+# shellcheck source=bench/record.sh
+source "$ROOT/bench/record.sh"
 
 log() { printf 'cluster-bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -118,13 +122,21 @@ EOF
 )"
 echo "$REPORT"
 if [[ -n "$RESULTS" ]]; then
+    RUN_UTC="$(date -u '+%Y-%m-%d %H:%M UTC')"
     {
         echo
-        echo "## Cluster: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+        echo "## Cluster: $RUN_UTC, $(nproc) cores, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
         echo
         echo "Command: \`$COMMAND_LINE\` (2 api + 2 worker instances with $WORKER_THREADS worker threads each, PostgreSQL, Redis, NATS and nginx on the same machine)"
         echo
         echo "$REPORT"
     } >>"$RESULTS"
     log "appended to $RESULTS"
+    # ROW: accepted/s | order p50 / p99 | payment p50 / p99 | order answers
+    read -r r_acc r_o50 r_o99 r_p50 r_p99 r_answers <<<"$(tr -d '|/' <<<"$ROW")" || true
+    record_csv cluster.csv "$CLUSTER_CSV_HEADER" "$(csv_row "$RUN_UTC" \
+        "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" "$COMMAND_LINE" "$CONCURRENCY" \
+        "$QUEUE" "$WORKER_THREADS" "$TPS1" "$TPS2" "$TPS" "$PAID" "$SUCCEEDED" "$SPAN_MS" \
+        "$(awk -v p="$PAID" -v t="$TPS" 'BEGIN { printf "%.2f", p / t }')" "$FAILED" "$STUCK" "$DOUBLED" \
+        "$r_acc" "$r_o50" "$r_o99" "$r_p50" "$r_p99" "$r_answers")"
 fi

@@ -30,7 +30,9 @@
 #      higher when acceptance outruns the payment pipeline for the length of
 #      a run (the backlog drains after the load, in the "tail").
 #   5. a table on stdout, and the same appended to bench/RESULTS.md with the
-#      date, the machine and the exact command.
+#      date, the machine and the exact command; the numbers also to
+#      bench/data/flow.csv and flow_runs.csv (bench/record.sh), which
+#      bench/plot.sh draws.
 #
 # Everything it starts (nginx, payd, paybench, perf) it stops by pid; its
 # temporary directory goes on exit (KEEP_TMP=1 keeps it, with the logs and
@@ -41,7 +43,8 @@
 #   CONCURRENCY [unset; set it to skip the sweep]  NGINX_WORKERS [auto]
 #   NGINX_DURATION [10]  NGINX_CONCURRENCY [64]  PROFILE [0]  KEEP_TMP [0]
 #   LADDER [1; 0 skips it]  LADDER_DURATION [15]  LADDER_CONNECTIONS [1024]
-#   RESULTS [bench/RESULTS.md; empty: do not append]
+#   RESULTS [bench/RESULTS.md; empty: do not append, nor record CSV]
+#   BENCH_DATA [bench/data; empty: do not record CSV]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -331,9 +334,10 @@ EOF
 cat "$TMP/report.md"
 
 if [[ -n "$RESULTS" ]]; then
+    RUN_UTC="$(date -u '+%Y-%m-%d %H:%M UTC')"
     {
         echo
-        echo "## $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "## $RUN_UTC"
         echo
         echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(free -g | awk '/^Mem:/ { print $2 }') GiB, kernel $(uname -r), data on $(df -T "$TMP" | awk 'NR == 2 { print $2 " " $1 }')."
         echo "payd: $("$PAYD" version 2>/dev/null | head -1 || echo unknown), tree $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'without commits')$([[ -z "$(git -C "$ROOT" status --porcelain -- src Makefile 2>/dev/null)" ]] || echo ' with uncommitted changes in src/ or Makefile')."
@@ -341,4 +345,18 @@ if [[ -n "$RESULTS" ]]; then
         cat "$TMP/report.md"
     } >>"$RESULTS"
     log "appended to $RESULTS"
+    # The same numbers, machine-readable (bench/record.sh; drawn by bench/plot.sh).
+    tree="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'without commits')$([[ -z "$(git -C "$ROOT" status --porcelain -- src Makefile 2>/dev/null)" ]] || echo ' (uncommitted changes in src/ or Makefile)')"
+    open_lat=("" "" "")
+    if [[ -n "$SUSTAINED_NAME" ]]; then
+        read -r -a open_lat < <(jq -r '.requests | "\(.payment_accept.latency_ok.p50_us / 1000) \(.payment_accept.latency_ok.p99_us / 1000) \(.order_create.latency_ok.p99_us / 1000)"' "$TMP/$SUSTAINED_NAME.json") || true
+    fi
+    record_csv flow.csv "$FLOW_CSV_HEADER" "$(csv_row "$RUN_UTC" "$tree" "$COMMAND_LINE" "$NGINX_RPS" \
+        "$WRK_RPS" "$SQLITE_ROWS_PER_S" "$BEST_CONCURRENCY" "$DURATION" "$REPEAT" "$PAID_RPS" \
+        "${RANGE%% *}" "${RANGE##* }" "$SUSTAINED_RATE" "${open_lat[@]}" \
+        "$(jq -r 'if .ok then "ok" else "PROBLEMS" end' "$J")$([[ -z "$PAYD_BAD_EXIT" ]] || echo "; payd exit status after SIGTERM:$PAYD_BAD_EXIT")")"
+    record_csv flow_runs.csv "$FLOW_RUNS_CSV_HEADER" "$(
+        printf '%s' "$MEASURED_ROWS" | flow_runs_csv "$RUN_UTC" measured "$BEST_CONCURRENCY"
+        printf '%s' "$LADDER_ROWS" | flow_runs_csv "$RUN_UTC" ladder ""
+        printf '%s' "$SWEEP_ROWS" | flow_runs_csv "$RUN_UTC" sweep "")"
 fi

@@ -5,8 +5,12 @@
 # of a paybench run. A script sets BENCH_NAME, ROOT and TMP, then sources this.
 #
 # Settings read here: NGINX_WORKERS NGINX_DURATION NGINX_CONCURRENCY
-# LADDER_CONNECTIONS KEEP_TMP, and PAYD_ENV (an array of NAME=VALUE given to
-# every payd started).
+# LADDER_CONNECTIONS KEEP_TMP BENCH_DATA, and PAYD_ENV (an array of NAME=VALUE
+# given to every payd started).
+
+# record_csv and the CSV files under bench/data/ that bench/plot.sh draws.
+# shellcheck source=bench/record.sh
+source "$ROOT/bench/record.sh"
 
 PAYD="$ROOT/build/payd"
 PAYBENCH="$ROOT/build/paybench"

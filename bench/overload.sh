@@ -24,12 +24,13 @@
 #   3-4 run $REPEAT times, interleaved (this machine's speed drifts).
 #   5. a table on stdout and appended to bench/RESULTS.md, with the verdict
 #      on the medians: does the p99 of accepted payment requests stay within
-#      2x unloaded, and how many paid orders per second got through?
+#      2x unloaded, and how many paid orders per second got through? The rows
+#      also go to bench/data/overload.csv (bench/record.sh; bench/plot.sh).
 #
 # Environment (defaults in brackets): CAPACITY_CONCURRENCY [128]
 #   CAPACITY_DURATION [10]  DURATION [15]  WARMUP [5]  REPEAT [3]  FACTOR [3]  LADDER_CONNECTIONS [1024]
 #   MODES ["adaptive fixed none"]  TOLERANCE [unset: payd's default]  SPLIT_CPUS [0]
-#   KEEP_TMP [0]  RESULTS [bench/RESULTS.md]
+#   KEEP_TMP [0]  RESULTS [bench/RESULTS.md]  BENCH_DATA [bench/data; empty: no CSV]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -171,13 +172,17 @@ EOF
 
 echo "$REPORT"
 if [[ -n "$RESULTS" ]]; then
+    RUN_UTC="$(date -u '+%Y-%m-%d %H:%M UTC')"
     {
         echo
-        echo "## Overload: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+        echo "## Overload: $RUN_UTC, $(nproc) cores, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
         echo
         echo "Command: \`$COMMAND_LINE\`$([[ "$SPLIT_CPUS" == 1 ]] && echo " (payd on CPU 0, paybench on CPU 1)")"
         echo
         echo "$REPORT"
     } >>"$RESULTS"
     log "appended to $RESULTS"
+    record_csv overload.csv "$OVERLOAD_CSV_HEADER" "$(printf '%s' "$ROWS" | overload_rows_csv "$(csv_row \
+        "$RUN_UTC" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" "$COMMAND_LINE" \
+        "$SPLIT_CPUS" "$FACTOR" "$NGINX_RPS" "$CAPACITY" "$BASE_P99")")"
 fi

@@ -3,10 +3,12 @@
 # one and two threads, beside the server's own ceiling: redis-benchmark's
 # PING without pipelining (-P 1) with one and two clients, on a
 # redis-server of its own (127.0.0.1, a free port, no persistence) that it
-# stops at the end. Appends the tables to bench/RESULTS.md.
+# stops at the end. Appends the tables to bench/RESULTS.md, and their rows
+# to bench/data/redis_limit.csv (bench/record.sh; bench/plot.sh).
 #
 # Environment: SECONDS_PER_ROW [2]  PINGS [200000]
 #              RESULTS [bench/RESULTS.md; empty: do not append]
+#              BENCH_DATA [bench/data; empty: no CSV]
 set -euo pipefail
 
 BENCH_NAME=redis_limit
@@ -49,13 +51,18 @@ SERVER="$(redis-cli -p "$port" info commandstats | tr -d '\r' |
 REPORT="$(printf '%s\n\n%s\n\n%s\n' "$CEILING" "$MICRO" "$SERVER")"
 echo "$REPORT"
 if [[ -n "$RESULTS" ]]; then
+    RUN_UTC="$(date -u '+%Y-%m-%d %H:%M UTC')"
     {
         echo
-        echo "## Shared rate-limit check (Redis): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+        echo "## Shared rate-limit check (Redis): $RUN_UTC, $(nproc) cores, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
         echo
         echo "Command: \`SECONDS_PER_ROW=$SECONDS_PER_ROW bench/redis_limit.sh\` (redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'))"
         echo
         echo "$REPORT"
     } >>"$RESULTS"
     log "appended to $RESULTS"
+    record_csv redis_limit.csv "$REDIS_LIMIT_CSV_HEADER" "$(printf '%s\n%s\n' "$CEILING" "$MICRO" |
+        redis_limit_rows_csv "$(csv_row "$RUN_UTC" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" \
+            "$SECONDS_PER_ROW" "$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')")" \
+            "$(sed -n 's/.*: \([0-9.]*\) us over.*/\1/p' <<<"$SERVER")")"
 fi

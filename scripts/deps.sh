@@ -10,6 +10,7 @@
 #   scripts/deps.sh obs      also Prometheus (its promtool checks and tests the
 #                            alerting rules in deploy/prometheus/) and Alertmanager
 #   scripts/deps.sh browser  also the dashboard's browser test's (chromium)
+#   scripts/deps.sh plot     also gnuplot (gnuplot-nox), which draws bench/plot.sh's charts
 #
 # Node.js and npm (the dashboard's uPlot comes from npm) count as present when
 # `node` and `npm` are on PATH, whichever package brought them.
@@ -27,6 +28,9 @@ if [ "${1:-}" = asan ]; then
 fi
 if [ "${1:-}" = browser ]; then
     pkgs+=(chromium)
+fi
+if [ "${1:-}" = plot ]; then
+    pkgs+=(gnuplot-nox)
 fi
 if [ "${1:-}" = obs ]; then
     # Package prometheus provides /usr/bin/promtool; a promtool already on PATH will do.
