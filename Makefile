@@ -108,6 +108,7 @@ test-rules:
 	scripts/test_rules.sh
 
 test-integration: $(B)/payd
+	@scripts/deps.sh obs
 	PAYD_BIN=$(abspath $(B)/payd) $(PYTHON) tests/integration/run.py
 
 # The dashboard in Debian's headless Chromium, driven by playwright-core (tests/browser/).
@@ -117,11 +118,13 @@ test-browser: $(B)/payd
 
 # The same suite with every payd storing its data in PostgreSQL.
 test-integration-pg: $(B)/payd
+	@scripts/deps.sh obs
 	PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_STORE=postgres $(PYTHON) tests/integration/run.py
 
 # The whole suite again, built with AddressSanitizer and UndefinedBehaviorSanitizer.
 test-asan:
 	@scripts/deps.sh asan
+	@scripts/deps.sh obs
 	$(MAKE) B=build-asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" \
 	    build-asan/payd test-unit-asan test-integration-asan test-integration-pg-asan

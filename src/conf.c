@@ -131,6 +131,7 @@ static const struct key alert_keys[] = {
     ALERT_KEY("window_s", KEY_INT, window_s, 1, 7 * 86400, NULL, "60", 0, 0),
     ALERT_KEY("short_window_s", KEY_INT, short_window_s, 1, 7 * 86400, NULL, "300", 0, 0),
     ALERT_KEY("slo", KEY_REAL, slo, 0, 0, NULL, "0.999", 0.5, 0.999999),
+    ALERT_KEY("min_requests", KEY_INT, min_requests, 0, 1000000000, NULL, "100", 0, 0),
     ALERT_KEY("severity", KEY_ENUM, severity, 0, 0, alert_severities, "page", 0, 0),
     ALERT_KEY("enabled", KEY_ENUM, enabled, 0, 0, on_off, "on", 0, 0),
     {"alert", "summary", KEY_STR, offsetof(struct conf_alert, summary), 0,

@@ -54,6 +54,7 @@ struct conf_alert {
     int64_t window_s;       /* ratio and latency: the window; burn_rate: the long one */
     int64_t short_window_s; /* burn_rate only */
     double slo;             /* burn_rate only: the availability objective */
+    int64_t min_requests;   /* ratio, latency, burn_rate: fewer in the window judge nothing */
     int64_t severity;       /* enum alert_severity */
     int64_t enabled;        /* 0 off, 1 on */
     char summary[256];      /* "": a summary made from the rule */

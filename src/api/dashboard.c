@@ -82,14 +82,14 @@ void api_dashboard_data(struct api_ctx *c, http_req *r, const char *unused)
     int64_t since_ms = 0;
     const char *since = http_query(r, "since_ms");
     if (since) {
-        char *end;
-        long long v = strtoll(since, &end, 10);
-        if (end == since || *end != '\0' || v < 0) {
+        /* 1 to 18 digits: no sign, no spaces, nothing that overflows */
+        size_t n = strspn(since, "0123456789");
+        if (n == 0 || n > 18 || since[n] != '\0') {
             api_invalid(r, "parameter_invalid", "since_ms must be unix milliseconds",
                         "since_ms");
             return;
         }
-        since_ms = v;
+        since_ms = strtoll(since, NULL, 10);
     }
     struct sample *x = xmalloc((POINTS_MAX + 1) * sizeof(*x));
     int n = series_since(app->series, since_ms, x, POINTS_MAX + 1);

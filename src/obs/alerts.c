@@ -85,6 +85,14 @@ int64_t alerts_longest_window_s(const struct conf *conf)
 
 /* ---- judging ---- */
 
+/* A ratio over a handful of requests says nothing: one 503 among the first
+ * seven would page. The rule judges only windows with min_requests. */
+static bool enough_requests(const struct conf_alert *c, const struct sample *older,
+                            const struct sample *newest)
+{
+    return newest->api_requests - older->api_requests >= (uint64_t)c->min_requests;
+}
+
 /* Whether instance i of rule r holds at the newest sample; writes what it
  * saw into summary. */
 static bool judge(alerts *a, const struct rule *r, int i, series *s, char *summary, size_t size)
@@ -95,12 +103,16 @@ static bool judge(alerts *a, const struct rule *r, int i, series *s, char *summa
         return false;
     switch ((enum alert_kind)c->kind) {
     case ALERT_ERROR_RATIO: {
+        if (!enough_requests(c, &older, &newest))
+            return false;
         double ratio = sample_error_ratio(&older, &newest);
         snprintf(summary, size, "5xx share of /v1 requests over %llds is %.2f %% (threshold "
                  "%.2f %%)", (long long)c->window_s, ratio * 100, c->threshold * 100);
         return ratio >= 0 && ratio > c->threshold;
     }
     case ALERT_LATENCY_P99: {
+        if (!enough_requests(c, &older, &newest))
+            return false;
         double p99 = sample_latency(&older, &newest, 0.99);
         snprintf(summary, size, "p99 latency of /v1 requests over %llds is %.3f s (threshold "
                  "%.3f s)", (long long)c->window_s, p99, c->threshold);
@@ -123,6 +135,8 @@ static bool judge(alerts *a, const struct rule *r, int i, series *s, char *summa
                  "units", newest.ledger_imbalance);
         return !isnan(newest.ledger_imbalance) && newest.ledger_imbalance > c->threshold;
     case ALERT_BURN_RATE: {
+        if (!enough_requests(c, &older, &newest))
+            return false;
         struct sample short_newest, short_older;
         series_window(s, c->short_window_s * 1000, &short_newest, &short_older);
         double budget = 1 - c->slo;

@@ -551,6 +551,28 @@ class Server:
     def db_scalar(self, sql, params=()):
         return self.db(sql, params)[0][0]
 
+    def db_exec(self, sql, params=()):
+        """Runs one writing statement on this server's store, from outside
+        payd (SQL with `?` parameters), committed at once; returns the
+        number of rows it changed. For tests that damage the store on
+        purpose (e.g. an unbalanced ledger entry)."""
+        if STORE != "postgres":
+            con = sqlite3.connect(self.db_path, timeout=30)
+            try:
+                cur = con.execute(sql, params)
+                con.commit()
+                return cur.rowcount
+            finally:
+                con.close()
+        pg = postgres()
+        con = pg.connect(pg.database_for(self.data_dir))
+        try:
+            cur = con.cursor()
+            cur.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))
+            return cur.rowcount
+        finally:
+            con.close()
+
     def table_counts(self):
         """Row count of every table in payd.db and of sandbox.db's charges."""
         counts = {}

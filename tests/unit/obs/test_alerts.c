@@ -4,7 +4,8 @@
  * resolves; a rule with for_s is pending first, fires once the condition
  * has held that long, and a dip resets it; a ratio at the threshold does not
  * fire, just above does; the burn-rate rule needs both windows (a short
- * burst alone does not fire); queue age, dead letters and the ledger; a
+ * burst alone does not fire); fewer than min_requests in the window judge
+ * nothing; queue age, dead letters and the ledger; a
  * disabled rule never fires; the longest window counts only enabled rules.
  * (The push to Alertmanager is tested against a real one in
  * tests/integration/test_obs.py.)
@@ -200,6 +201,31 @@ static void test_burn_rate_needs_both_windows(void **state)
     series_free(s);
 }
 
+/* Every request of the window failed, but there were only 99 of them (one
+ * under min_requests): nothing; one more failed request and it fires. */
+static void test_min_requests(void **state)
+{
+    (void)state;
+    struct conf c;
+    conf_defaults(&c);
+    only(&c, "PaydSLOBurnFast");
+    char err[256];
+    alerts *a = alerts_new(&c, channels, 2, err, sizeof(err));
+    series *s = series_new(100);
+    struct sample x = at(0, 0, 0);
+    series_append(s, &x);
+    x = at(10, 99, 99);
+    series_append(s, &x);
+    alerts_evaluate(a, s, 10000);
+    assert_null(shown(a, "PaydSLOBurnFast", NULL));
+    x = at(20, 100, 100);
+    series_append(s, &x);
+    alerts_evaluate(a, s, 20000);
+    assert_string_equal(shown(a, "PaydSLOBurnFast", NULL), "firing");
+    alerts_free(a);
+    series_free(s);
+}
+
 static void test_gauge_rules(void **state)
 {
     (void)state;
@@ -263,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_breaker_open_per_channel),
         cmocka_unit_test(test_error_ratio_for),
         cmocka_unit_test(test_burn_rate_needs_both_windows),
+        cmocka_unit_test(test_min_requests),
         cmocka_unit_test(test_gauge_rules),
         cmocka_unit_test(test_disabled_and_windows),
     };
