@@ -32,6 +32,11 @@ static void replay(struct api_ctx *c, http_req *r, const char *fingerprint,
         return;
     }
     metrics_inc(c->app->metrics, M_IDEM_REPLAYS, 0, 0);
+    json_t *stored = json_loads(rec->body, 0, NULL);
+    json_t *id = json_object_get(stored, "id"); /* a 202's payment; absent in an error */
+    if (json_is_string(id))
+        http_note_ids(r, NULL, NULL, json_string_value(id));
+    json_decref(stored);
     http_add_header(r, "Idempotent-Replayed", "true");
     http_respond_raw(r, rec->status, xstrdup(rec->body), strlen(rec->body));
 }
@@ -180,6 +185,7 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
 
     struct payment *p = &c->op.in.payment_create.payment;
     snprintf(p->order_id, sizeof(p->order_id), "%s", order_id);
+    http_note_ids(r, NULL, order_id, NULL); /* for the log line, whatever the answer */
     snprintf(p->channel, sizeof(p->channel), "%s", channel_name);
     snprintf(p->method, sizeof(p->method), "%s", method);
 

@@ -448,6 +448,20 @@ class LogTest(PaydTestCase):
                           rec["order_id"], rec["payment_id"]),
                          ("POST", "/v1/payments", 202, mid, order["id"], pay["id"]))
 
+        # A retry with the same Idempotency-Key replays the answer: its line
+        # names the same order and payment.
+        order2 = self.assertStatus(s.request("POST", "/v1/orders", {
+            "merchant_order_no": unique("B"), "amount": 500, "currency": "CNY"}), 201)
+        body = {"order_id": order2["id"], "channel": "sandbox", "method": "ok"}
+        key = unique("idem")
+        first = self.assertStatus(s.request("POST", "/v1/payments", body,
+                                            headers={"Idempotency-Key": key}), 202)
+        r = s.request("POST", "/v1/payments", body,
+                      headers={"Idempotency-Key": key, "X-Request-Id": rid + "-5"})
+        self.assertEqual((r.status, r.header("Idempotent-Replayed")), (202, "true"))
+        rec = self.request_line(rid + "-5")
+        self.assertEqual((rec["order_id"], rec["payment_id"]), (order2["id"], first["id"]))
+
         s.wait_payment_final(pay["id"])
         r = s.request("GET", "/v1/payments/" + pay["id"], headers={"X-Request-Id": rid + "-4"})
         self.assertStatus(r, 200)
