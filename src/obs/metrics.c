@@ -65,6 +65,7 @@ struct metrics {
     _Atomic uint64_t *counters;
     _Atomic uint64_t *gauges; /* double bits */
     struct histogram *histograms;
+    _Atomic bool kept_elsewhere[METRIC_COUNT]; /* set by metrics_set_counter */
     pthread_mutex_t render_mu; /* one render (and its hook) at a time */
     void (*on_render)(void *arg, metrics *m);
     void *on_render_arg;
@@ -153,6 +154,7 @@ void metrics_set_counter(metrics *m, enum metric_id id, int a, int b, uint64_t v
         return;
     PAYD_ASSERT(defs[id].kind == METRIC_COUNTER);
     atomic_store_explicit(&m->counters[cell(m, id, a, b)], value, memory_order_relaxed);
+    atomic_store_explicit(&m->kept_elsewhere[id], true, memory_order_relaxed);
 }
 
 void metrics_set(metrics *m, enum metric_id id, int a, int b, double value)
@@ -405,9 +407,12 @@ static void render_metric(struct out *o, metrics *m, enum metric_id id)
     const struct metric_def *d = &defs[id];
     int na = m->dim_size[d->dims[0]], nb = m->dim_size[d->dims[1]];
     /* A counter by status has a cell for every code on every route: only
-     * those that happened are shown. The Redis fallbacks happen only in
-     * cluster mode: none shown means none. */
-    bool sparse = d->dims[1] == DIM_STATUS || d->dims[0] == DIM_SHARED;
+     * those that happened are shown. The Redis-sharing counters exist only
+     * in cluster mode, where the guards export them (zeros included). */
+    bool sparse = d->dims[1] == DIM_STATUS;
+    if (d->dims[0] == DIM_SHARED && d->kind == METRIC_COUNTER &&
+        !atomic_load_explicit(&m->kept_elsewhere[id], memory_order_relaxed))
+        return;
     static const char *const types[] = {"counter", "gauge", "histogram", "histogram"};
     bool header = false;
     for (int a = 0; a < na; a++)
