@@ -31,6 +31,8 @@
 #define BUSY_TRIES_MAX 50000 /* 10 s of them */
 
 #define SLOW_MS 2000
+#define SETUP_WAIT_MS 10000 /* opening a journal that others are setting up */
+#define SETUP_RETRY_MS 10
 
 static const char *const sandbox_methods[] = {"ok", "declined", "slow", "unknown", "error",
                                               NULL};
@@ -296,13 +298,23 @@ channel *channel_sandbox_new(const struct conf_channel *cc, const char *data_dir
                         NULL) != SQLITE_OK)
         goto out_fail;
     sqlite3_busy_handler(sb->db, on_busy, NULL);
-    if (sqlite3_exec(sb->db,
-                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                     "CREATE TABLE IF NOT EXISTS charges(serial_no TEXT PRIMARY KEY,"
-                     " amount INTEGER NOT NULL, currency TEXT NOT NULL, method TEXT NOT NULL,"
-                     " status TEXT NOT NULL CHECK (status IN ('succeeded','declined')),"
-                     " txn_id TEXT, created_ms INTEGER NOT NULL) WITHOUT ROWID;",
-                     NULL, NULL, NULL) != SQLITE_OK)
+    /* Instances that share a new journal set it up at once. Turning on WAL
+     * needs the file to itself, and SQLite answers "locked" without calling
+     * the busy handler when waiting could deadlock: the set-up is tried
+     * again (it is idempotent) until the others are done. */
+    int rc;
+    int64_t deadline_ms = clock_mono_ms() + SETUP_WAIT_MS;
+    while ((rc = sqlite3_exec(sb->db,
+                              "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                              "CREATE TABLE IF NOT EXISTS charges(serial_no TEXT PRIMARY KEY,"
+                              " amount INTEGER NOT NULL, currency TEXT NOT NULL,"
+                              " method TEXT NOT NULL,"
+                              " status TEXT NOT NULL CHECK (status IN ('succeeded','declined')),"
+                              " txn_id TEXT, created_ms INTEGER NOT NULL) WITHOUT ROWID;",
+                              NULL, NULL, NULL)) == SQLITE_BUSY &&
+           clock_mono_ms() < deadline_ms)
+        sleep_ms(SETUP_RETRY_MS);
+    if (rc != SQLITE_OK)
         goto out_fail;
     if (sqlite3_prepare_v2(sb->db,
                            "INSERT INTO charges(serial_no, amount, currency, method, status,"

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "channel/channel.h"
@@ -447,6 +448,58 @@ static void test_concurrent_same_serial(void **state)
     free(cs);
 }
 
+/* Cluster instances that share a journal open it at the same moment; the
+ * first ones switch a new file to WAL while the others read it. Every
+ * opener must get a working channel. */
+#define OPENERS 6
+#define OPEN_ROUNDS 30
+
+struct opener {
+    pthread_t thread;
+    const char *dir;
+    pthread_barrier_t *start;
+    channel *ch;
+    char err[512];
+};
+
+static void *open_at_once(void *arg)
+{
+    struct opener *o = arg;
+    struct conf_channel cc;
+    memset(&cc, 0, sizeof(cc));
+    snprintf(cc.name, sizeof(cc.name), "sandbox");
+    cc.type = CHANNEL_TYPE_SANDBOX;
+    cc.timeout_ms = TIMEOUT_MS;
+    pthread_barrier_wait(o->start);
+    o->ch = channel_sandbox_new(&cc, o->dir, o->err, sizeof(o->err));
+    return NULL;
+}
+
+static void test_shared_journal_opened_at_once(void **state)
+{
+    struct fixture *f = *state;
+    for (int round = 0; round < OPEN_ROUNDS; round++) {
+        char dir[TEST_PATH_MAX + 16];
+        snprintf(dir, sizeof(dir), "%s/r%d", f->dir, round);
+        assert_int_equal(mkdir(dir, 0700), 0);
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, OPENERS);
+        struct opener o[OPENERS];
+        for (int i = 0; i < OPENERS; i++) {
+            o[i] = (struct opener){.dir = dir, .start = &start};
+            pthread_create(&o[i].thread, NULL, open_at_once, &o[i]);
+        }
+        for (int i = 0; i < OPENERS; i++)
+            pthread_join(o[i].thread, NULL);
+        pthread_barrier_destroy(&start);
+        for (int i = 0; i < OPENERS; i++) {
+            if (!o[i].ch)
+                fail_msg("round %d opener %d: %s", round, i, o[i].err);
+            close_sandbox(o[i].ch);
+        }
+    }
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -465,6 +518,7 @@ int main(void)
         T(test_open_fails_cleanly),
         T(test_concurrent_charges),
         T(test_concurrent_same_serial),
+        T(test_shared_journal_opened_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
