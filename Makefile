@@ -35,7 +35,8 @@ LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC)) $(GEN_OBJ) $(WEB_OBJ)
 
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
-TOOLS      := $(if $(wildcard tools/paybench/*.c),$(B)/paybench)
+TOOLS      := $(if $(wildcard tools/paybench/*.c),$(B)/paybench) \
+              $(if $(wildcard tools/paysim/*.c),$(B)/paysim)
 
 .PHONY: all deps run test test-unit test-integration test-integration-pg test-asan bench clean
 
@@ -77,6 +78,14 @@ $(B)/paybench: $(wildcard tools/paybench/*.c) $(wildcard tools/paybench/*.h)
 	@mkdir -p $(B)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) -D_GNU_SOURCE -o $@ $(filter %.c,$^) -ljansson -lpthread -lm
 
+# The PSP simulator (docs/paysim.md): a program of its own that links the payd modules
+# it shares (the helpers, the libmicrohttpd layer, the main program's plumbing).
+PAYSIM_OBJ := $(B)/obj/util/util.o $(B)/obj/util/program.o $(B)/obj/util/sign.o \
+              $(B)/obj/http/mhd.o
+$(B)/paysim: $(wildcard tools/paysim/*.c) $(wildcard tools/paysim/*.h) $(PAYSIM_OBJ)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $(filter %.c,$^) $(PAYSIM_OBJ) \
+	    -lmicrohttpd -ljansson -lsqlite3 -lcurl -lcrypto -lpthread -lm
+
 $(B)/guard_micro: bench/guard_micro.c $(LIB_OBJ)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $< $(LIB_OBJ) $(LIBS)
 
@@ -107,9 +116,10 @@ test-rules:
 	@scripts/deps.sh obs
 	scripts/test_rules.sh
 
-test-integration: $(B)/payd
+test-integration: $(B)/payd $(B)/paysim
 	@scripts/deps.sh obs
-	PAYD_BIN=$(abspath $(B)/payd) $(PYTHON) tests/integration/run.py
+	PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) \
+	    $(PYTHON) tests/integration/run.py
 
 # The dashboard in Debian's headless Chromium, driven by playwright-core (tests/browser/).
 .PHONY: test-browser
@@ -117,9 +127,10 @@ test-browser: $(B)/payd
 	PAYD_BIN=$(abspath $(B)/payd) scripts/test_browser.sh
 
 # The same suite with every payd storing its data in PostgreSQL.
-test-integration-pg: $(B)/payd
+test-integration-pg: $(B)/payd $(B)/paysim
 	@scripts/deps.sh obs
-	PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_STORE=postgres $(PYTHON) tests/integration/run.py
+	PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) PAYD_TEST_STORE=postgres \
+	    $(PYTHON) tests/integration/run.py
 
 # The whole suite again, built with AddressSanitizer and UndefinedBehaviorSanitizer.
 test-asan:
@@ -127,20 +138,22 @@ test-asan:
 	@scripts/deps.sh obs
 	$(MAKE) B=build-asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" \
-	    build-asan/payd test-unit-asan test-integration-asan test-integration-pg-asan
+	    build-asan/payd build-asan/paysim test-unit-asan test-integration-asan \
+	    test-integration-pg-asan
 
 .PHONY: test-unit-asan test-integration-asan test-integration-pg-asan
 test-unit-asan: $(UNIT_BIN)
 	@ASAN_OPTIONS=detect_leaks=1 tests/unit/run.sh $(UNIT_BIN)
 
-test-integration-asan: $(B)/payd
+test-integration-asan: $(B)/payd $(B)/paysim
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_SLOW=1 $(PYTHON) tests/integration/run.py
-
-test-integration-pg-asan: $(B)/payd
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    PAYD_BIN=$(abspath $(B)/payd) PAYD_TEST_SLOW=1 PAYD_TEST_STORE=postgres \
+	    PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) PAYD_TEST_SLOW=1 \
 	    $(PYTHON) tests/integration/run.py
+
+test-integration-pg-asan: $(B)/payd $(B)/paysim
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) PAYD_TEST_SLOW=1 \
+	    PAYD_TEST_STORE=postgres $(PYTHON) tests/integration/run.py
 
 bench: all $(B)/guard_micro $(B)/redis_limit_micro $(B)/obs_micro
 	@scripts/deps.sh bench

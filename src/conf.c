@@ -35,7 +35,7 @@ struct key {
 
 static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
-static const char *const channel_types[] = {"sandbox", NULL};
+static const char *const channel_types[] = {"sandbox", "http", NULL};
 static const char *const on_off[] = {"off", "on", NULL};
 static const char *const store_backends[] = {"sqlite", "postgres", NULL};
 static const char *const lock_backends[] = {"local", "redis", NULL};
@@ -119,6 +119,10 @@ static const struct key channel_keys[] = {
      sizeof(((struct conf_channel *)0)->fallback), NULL, "", 0, 0},
     {"channel", "journal", KEY_STR, offsetof(struct conf_channel, journal), 0,
      sizeof(((struct conf_channel *)0)->journal), NULL, "", 0, 0},
+    {"channel", "url", KEY_STR, offsetof(struct conf_channel, url), 0,
+     sizeof(((struct conf_channel *)0)->url), NULL, "", 0, 0},
+    {"channel", "secret", KEY_STR, offsetof(struct conf_channel, secret), 0,
+     sizeof(((struct conf_channel *)0)->secret), NULL, "", 0, 0},
 };
 
 /* Keys of an [alert.NAME] section, with offsets into struct conf_alert. */
@@ -690,6 +694,22 @@ int conf_finish(struct conf *conf, char err[CONF_ERR_MAX])
     }
     if (conf->channel_count == 0 && !channel_for(conf, "sandbox", true, err))
         return -1;
+    for (int i = 0; i < conf->channel_count; i++) {
+        const struct conf_channel *ch = &conf->channels[i];
+        if (ch->type == CHANNEL_TYPE_HTTP &&
+            strncmp(ch->url, "http://", 7) != 0 && strncmp(ch->url, "https://", 8) != 0) {
+            snprintf(err, CONF_ERR_MAX,
+                     "config: [channel.%s] url: type = http needs the PSP's http:// or"
+                     " https:// base URL", ch->name);
+            return -1;
+        }
+        if (ch->type == CHANNEL_TYPE_HTTP && ch->secret[0] == '\0') {
+            snprintf(err, CONF_ERR_MAX,
+                     "config: [channel.%s] secret: type = http needs the key its requests are"
+                     " signed with", ch->name);
+            return -1;
+        }
+    }
     for (int i = 0; i < conf->channel_count; i++) {
         const struct conf_channel *ch = &conf->channels[i];
         if (ch->fallback[0] == '\0')

@@ -20,7 +20,7 @@
 
 enum log_format { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
-enum channel_type { CHANNEL_TYPE_SANDBOX };
+enum channel_type { CHANNEL_TYPE_SANDBOX, CHANNEL_TYPE_HTTP };
 
 struct conf_channel {
     char name[33];
@@ -30,6 +30,8 @@ struct conf_channel {
     int64_t pace_max_wait_ms;  /* longest a call waits for its slot */
     char fallback[33];         /* another channel's name, or "" */
     char journal[CONF_PATH_MAX]; /* sandbox: its journal file; "": in the data directory */
+    char url[CONF_PATH_MAX];     /* http: the PSP's base URL */
+    char secret[129];            /* http: the key requests are signed with; never logged */
 };
 
 /* What an alert rule watches (see obs/alerts.h). */

@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +32,7 @@
 #include "http/server.h"
 #include "obs/log.h"
 #include "obs/monitor.h"
+#include "util/program.h"
 #include "util/util.h"
 #include "worker/purge.h"
 #include "worker/worker.h"
@@ -75,32 +75,17 @@ struct args {
 static int parse_args(int argc, char **argv, struct args *a)
 {
     memset(a, 0, sizeof(*a));
-    for (int i = 0; i < argc; i++) {
-        const char **target = NULL;
-        if (strcmp(argv[i], "--config") == 0)
-            target = &a->config;
-        else if (strcmp(argv[i], "--listen") == 0)
-            target = &a->listen;
-        else if (strcmp(argv[i], "--data-dir") == 0)
-            target = &a->data_dir;
-        else if (strcmp(argv[i], "--log-format") == 0)
-            target = &a->log_format;
-        if (target) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "payd: %s needs a value\n", argv[i]);
-                return -1;
-            }
-            *target = argv[++i];
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "payd: unknown option %s\n", argv[i]);
-            return -1;
-        } else if (a->positional_count < (int)ARRAY_LEN(a->positional)) {
-            a->positional[a->positional_count++] = argv[i];
-        } else {
-            fprintf(stderr, "payd: too many arguments\n");
-            return -1;
-        }
-    }
+    const struct arg_option opts[] = {
+        {"--config", &a->config},
+        {"--listen", &a->listen},
+        {"--data-dir", &a->data_dir},
+        {"--log-format", &a->log_format},
+    };
+    int n = args_parse("payd", argc, argv, opts, ARRAY_LEN(opts), a->positional,
+                       (int)ARRAY_LEN(a->positional));
+    if (n < 0)
+        return -1;
+    a->positional_count = n;
     return 0;
 }
 
@@ -406,13 +391,9 @@ static int lock_data_dir(const char *dir)
 {
     char path[1100];
     snprintf(path, sizeof(path), "%s/payd.lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int fd = lock_file(path);
+    if (fd < 0)
         fprintf(stderr, "payd: another payd serves %s (or it cannot be locked)\n", dir);
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
     return fd;
 }
 
@@ -516,11 +497,7 @@ static int cmd_serve(struct args *a)
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
 
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    signals_block_stop(&sigs);
 
     if (mkdir(conf.data_dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "payd: cannot create %s: %s\n", conf.data_dir, strerror(errno));

@@ -30,6 +30,9 @@ channel_set *channel_set_new(const struct conf *conf, char *err, size_t err_size
         case CHANNEL_TYPE_SANDBOX:
             ch = channel_sandbox_new(cc, conf->data_dir, err, err_size);
             break;
+        case CHANNEL_TYPE_HTTP:
+            ch = channel_http_new(cc, err, err_size);
+            break;
         default:
             PAYD_ASSERT(!"unknown channel type");
         }

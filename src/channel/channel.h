@@ -8,8 +8,9 @@
  * timeout, a lost answer) means the charge may or may not have happened and
  * must be resolved by query, never by charging again.
  *
- * Backends: sandbox (in process, with its own durable journal); http (a
- * remote PSP) comes later behind the same table.
+ * Backends: sandbox (in process, with its own durable journal) and http (a
+ * remote PSP speaking paysim's contract, docs/paysim.md), behind the same
+ * table.
  */
 #ifndef PAYD_CHANNEL_CHANNEL_H
 #define PAYD_CHANNEL_CHANNEL_H
@@ -62,6 +63,10 @@ struct channel {
  * a channel of another name). NULL with a message in err on failure. */
 channel *channel_sandbox_new(const struct conf_channel *cc, const char *data_dir, char *err,
                              size_t err_size);
+
+/* A remote channel: [channel.NAME] type = http, url, secret, timeout_ms.
+ * NULL with a message in err when its client cannot be started. */
+channel *channel_http_new(const struct conf_channel *cc, char *err, size_t err_size);
 
 static inline void channel_charge(channel *ch, const struct chan_request *req,
                                   struct chan_result *res)

@@ -78,7 +78,7 @@ int64_t clock_mono_ns(void)
     return clock_read_ns(CLOCK_MONOTONIC);
 }
 
-void clock_format_rfc3339(int64_t wall_ms, char out[25])
+void clock_format_rfc3339(int64_t wall_ms, char out[RFC3339_LEN + 1])
 {
     time_t secs = (time_t)(wall_ms / 1000);
     struct tm tm;
@@ -87,8 +87,8 @@ void clock_format_rfc3339(int64_t wall_ms, char out[25])
     snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
              (int)(wall_ms % 1000));
-    memcpy(out, tmp, 24);
-    out[24] = '\0';
+    memcpy(out, tmp, RFC3339_LEN);
+    out[RFC3339_LEN] = '\0';
 }
 
 void clock_deadline(int64_t ms, struct timespec *out)
@@ -114,6 +114,18 @@ void rand_bytes(void *buf, size_t len)
         fprintf(stderr, "payd: RAND_bytes failed\n");
         abort();
     }
+}
+
+bool token_valid(const char *s, size_t max, const char *extra)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') && !(*p >= '0' && *p <= '9') &&
+            !strchr(extra, *p))
+            return false;
+    return true;
 }
 
 void hex_encode(const uint8_t *in, size_t len, char *out)

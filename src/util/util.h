@@ -1,7 +1,8 @@
 /*
  * util.h - the few helpers every module needs: allocation that aborts on
  * out-of-memory (one wrapper, so callers never test for NULL), clocks with
- * their unit in the name, random bytes, and always-on assertions.
+ * their unit in the name, random bytes, and always-on assertions. paysim
+ * (tools/paysim) links it too.
  *
  * Assertions here are for programmer errors only and stay on in release
  * builds: a crash and restart beats a corrupted payment. Bad input is
@@ -10,6 +11,7 @@
 #ifndef PAYD_UTIL_H
 #define PAYD_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,8 +43,9 @@ int64_t clock_mono_us(void);
 int64_t clock_mono_ns(void);
 
 /* Formats wall milliseconds as RFC 3339 UTC with milliseconds
- * ("2026-11-25T09:03:46.123Z"); out must hold 25 bytes. */
-void clock_format_rfc3339(int64_t wall_ms, char out[25]);
+ * ("2026-11-25T09:03:46.123Z"); out must hold RFC3339_LEN + 1 (25) bytes. */
+#define RFC3339_LEN 24
+void clock_format_rfc3339(int64_t wall_ms, char out[RFC3339_LEN + 1]);
 
 /* Fills buf with len bytes from a CSPRNG (OpenSSL's, seeded by the kernel);
  * aborts if none can be had. */
@@ -55,6 +58,11 @@ void clock_deadline(int64_t ms, struct timespec *out);
 
 /* FNV-1a hash of a string, for spreading keys over slots and shards. */
 uint64_t hash_str(const char *s);
+
+/* True when s is 1 to max characters, each an ASCII letter or digit or
+ * one of extra ("._:-"): a plain token, safe in a path, a header and a log
+ * line. */
+bool token_valid(const char *s, size_t max, const char *extra);
 
 /* Lower-case hex of len bytes into out (2 * len + 1 bytes). */
 void hex_encode(const uint8_t *in, size_t len, char *out);

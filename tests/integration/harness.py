@@ -4,7 +4,8 @@ harness.py - start, talk to and stop payd for the integration tests.
 Standard library only. One `Server` is one `payd serve` process on a free
 loopback port with its own temporary data directory; it can be stopped
 (SIGTERM), killed (SIGKILL) and started again on the same data directory.
-Processes are always signalled by their own pid, never by name.
+Processes are always signalled by their own pid, never by name (`Process`,
+the base of `Server` and of paysim.py's `Paysim`).
 
 With PAYD_TEST_STORE=postgres every payd (and every `payd` command run
 with --data-dir) stores its data in PostgreSQL instead: the harness starts
@@ -281,17 +282,20 @@ class Response:
         return "<HTTP %s %s>" % (self.status, text)
 
 
+def encode_body(body):
+    """A request body as bytes: dict/list as JSON, str as UTF-8, bytes as
+    they are; None stays None (no body)."""
+    if body is None or isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return json.dumps(body).encode("utf-8")
+
+
 def http_request(port, method, path, body=None, headers=None, timeout=HTTP_TIMEOUT_S):
     """One request on a fresh connection. body: dict/list (sent as JSON), str
     or bytes (sent as is) or None."""
-    if body is None:
-        data = None
-    elif isinstance(body, bytes):
-        data = body
-    elif isinstance(body, str):
-        data = body.encode("utf-8")
-    else:
-        data = json.dumps(body).encode("utf-8")
+    data = encode_body(body)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
@@ -360,49 +364,38 @@ def db_query(path, sql, params=()):
         con.close()
 
 
-class Server:
-    """One payd process with a temp dir holding: data/ (the data directory),
-    payd.ini (when a config is given), stdout.log and stderr.log."""
+class Process:
+    """A server process of the tests (payd, or paysim: tests/integration/
+    paysim.py) in a temp dir of its own holding stdout.log and stderr.log
+    (appended to, a marker line at each start) and whatever the subclass
+    keeps there. It is signalled by its own pid, never by name, and killed at
+    exit if a test left it running. A subclass gives command() and, when it
+    is not ours, the environment()."""
 
-    def __init__(self, config=None, env=None, fast=True, data_dir=None, listen=True,
-                 args=None, name="payd", pass_data_dir=True):
-        self.tmp = tempfile.mkdtemp(prefix="payd-it-")
-        self.data_dir = data_dir or os.path.join(self.tmp, "data")
-        os.makedirs(self.data_dir, exist_ok=True)
-        self.env = dict(FAST_ENV) if fast else {}
-        self.env.update(env or {})
-        self.config_path = None
-        if config is not None:
-            self.config_path = os.path.join(self.tmp, "payd.ini")
-            with open(self.config_path, "w") as f:
-                f.write(config)
-        self.listen = listen        # True: pass --listen 127.0.0.1:<free port>
-        self.pass_data_dir = pass_data_dir  # False: no --data-dir flag
-        self.extra_args = list(args or [])
+    program = "process"  # in messages
+
+    def __init__(self, name, tmp_prefix):
+        self.tmp = tempfile.mkdtemp(prefix=tmp_prefix)
         self.name = name
         self.proc = None
         self.port = None
         self.starts = 0
-        self._key = None
+        self.stdout_offset = 0  # where the output of the last start begins
         self.stdout_path = os.path.join(self.tmp, "stdout.log")
         self.stderr_path = os.path.join(self.tmp, "stderr.log")
         with _ALL_LOCK:
             _ALL_SERVERS.append(self)
 
-    # ---- process ------------------------------------------------------------
-
     def command(self):
-        cmd = [PAYD_BIN, "serve"]
-        if self.pass_data_dir:
-            cmd += ["--data-dir", self.data_dir]
-        if self.listen is True:
-            cmd += ["--listen", "127.0.0.1:%d" % self.port]
-        if self.config_path:
-            cmd += ["--config", self.config_path]
-        return cmd + self.extra_args
+        raise NotImplementedError
+
+    def environment(self):
+        """The process's environment; None: ours."""
+        return None
 
     def spawn(self, port=None):
-        """Starts the process without waiting for it to serve."""
+        """Starts the process (on port, else a free one) without waiting for
+        it to serve; returns the Popen."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.port = port or free_port()
         self.starts += 1
@@ -413,10 +406,9 @@ class Server:
         err.write(marker)
         out.flush()
         err.flush()
+        self.stdout_offset = out.tell()
         try:
-            env = store_env(self.data_dir)
-            env.update(self.env)
-            self.proc = subprocess.Popen(self.command(), env=child_env(env),
+            self.proc = subprocess.Popen(self.command(), env=self.environment(),
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          cwd=self.tmp, start_new_session=True)
         finally:
@@ -424,29 +416,25 @@ class Server:
             err.close()
         return self.proc
 
-    def start(self, port=None, deadline=START_DEADLINE_S):
-        """Starts payd and waits for GET /healthz 200."""
-        self.spawn(port)
+    def wait_serving(self, ready, deadline, what):
+        """Calls ready() until it is true; raises when the process exits
+        first, or (killing it) when `deadline` seconds pass: "<program> did
+        not <what> within ..."."""
         end = time.monotonic() + deadline
         while True:
             rc = self.proc.poll()
             if rc is not None:
-                raise AssertionError("payd exited with status %s before serving\n"
+                raise AssertionError("%s exited with status %s before serving\n"
                                      "command: %s\n--- stderr ---\n%s"
-                                     % (rc, " ".join(self.command()), self.stderr_tail()))
-            try:
-                r = http_request(self.port, "GET", "/healthz", timeout=2)
-                if r.status == 200:
-                    break
-            except (OSError, http.client.HTTPException):
-                pass
+                                     % (self.program, rc, " ".join(self.command()),
+                                        self.stderr_tail()))
+            if ready():
+                return
             if time.monotonic() >= end:
                 self.kill9()
-                raise AssertionError("payd did not answer /healthz 200 within %.0f s\n"
-                                     "--- stderr ---\n%s" % (deadline, self.stderr_tail()))
+                raise AssertionError("%s did not %s within %.0f s\n--- stderr ---\n%s"
+                                     % (self.program, what, deadline, self.stderr_tail()))
             time.sleep(POLL_S)
-        self._key = None
-        return self
 
     def restart(self):
         """SIGTERM (if running), then start again on the same data directory."""
@@ -470,8 +458,8 @@ class Server:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill9()
-                raise AssertionError("payd did not exit within %d s of signal %d\n%s"
-                                     % (timeout, sig, self.stderr_tail()))
+                raise AssertionError("%s did not exit within %d s of signal %d\n%s"
+                                     % (self.program, timeout, sig, self.stderr_tail()))
         return self.proc.returncode
 
     def kill9(self):
@@ -501,9 +489,11 @@ class Server:
         except OSError:
             return ""
 
-    def stdout_text(self):
+    def stdout_text(self, since_start=False):
+        """stdout.log, or what the last start printed."""
         try:
             with open(self.stdout_path, "rb") as f:
+                f.seek(self.stdout_offset if since_start else 0)
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
@@ -511,6 +501,60 @@ class Server:
     def stderr_tail(self, limit=8000):
         text = self.stderr_text()
         return text[-limit:] if len(text) > limit else text
+
+
+class Server(Process):
+    """One payd process with a temp dir holding: data/ (the data directory),
+    payd.ini (when a config is given), stdout.log and stderr.log."""
+
+    program = "payd"
+
+    def __init__(self, config=None, env=None, fast=True, data_dir=None, listen=True,
+                 args=None, name="payd", pass_data_dir=True):
+        super().__init__(name, "payd-it-")
+        self.data_dir = data_dir or os.path.join(self.tmp, "data")
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.env = dict(FAST_ENV) if fast else {}
+        self.env.update(env or {})
+        self.config_path = None
+        if config is not None:
+            self.config_path = os.path.join(self.tmp, "payd.ini")
+            with open(self.config_path, "w") as f:
+                f.write(config)
+        self.listen = listen        # True: pass --listen 127.0.0.1:<free port>
+        self.pass_data_dir = pass_data_dir  # False: no --data-dir flag
+        self.extra_args = list(args or [])
+        self._key = None
+
+    # ---- process ------------------------------------------------------------
+
+    def command(self):
+        cmd = [PAYD_BIN, "serve"]
+        if self.pass_data_dir:
+            cmd += ["--data-dir", self.data_dir]
+        if self.listen is True:
+            cmd += ["--listen", "127.0.0.1:%d" % self.port]
+        if self.config_path:
+            cmd += ["--config", self.config_path]
+        return cmd + self.extra_args
+
+    def environment(self):
+        env = store_env(self.data_dir)
+        env.update(self.env)
+        return child_env(env)
+
+    def start(self, port=None, deadline=START_DEADLINE_S):
+        """Starts payd and waits for GET /healthz 200."""
+        self.spawn(port)
+        self.wait_serving(self.healthy, deadline, "answer /healthz 200")
+        self._key = None
+        return self
+
+    def healthy(self):
+        try:
+            return http_request(self.port, "GET", "/healthz", timeout=2).status == 200
+        except (OSError, http.client.HTTPException):
+            return False
 
     # ---- files ----------------------------------------------------------------
 
@@ -705,6 +749,21 @@ def unique(prefix="x"):
     return "%s-%d-%d-%d" % (prefix, os.getpid(), int(time.time() * 1000) % 10**8, n)
 
 
+def started(process):
+    """process.start(); when that fails, process.cleanup() and the error."""
+    try:
+        return process.start()
+    except BaseException:
+        process.cleanup()
+        raise
+
+
+def stderr_report(processes, limit=4000):
+    """The end of each process's stderr, for the report of a failed test."""
+    return "\n".join("--- %s stderr (%s) ---\n%s" % (p.name, p.stderr_path, p.stderr_tail(limit))
+                     for p in processes)
+
+
 class PaydTestCase(unittest.TestCase):
     """Base class. A subclass sets `server_config`/`server_env` to get one
     shared server for the class (`cls.server`); `start_server()` starts extra
@@ -721,13 +780,8 @@ class PaydTestCase(unittest.TestCase):
     def setUpClass(cls):
         cls.server = None
         if cls.shared_server:
-            cls.server = Server(config=cls.server_config, env=cls.server_env,
-                                fast=cls.server_fast, name=cls.__name__)
-            try:
-                cls.server.start()
-            except BaseException:
-                cls.server.cleanup()
-                raise
+            cls.server = started(Server(config=cls.server_config, env=cls.server_env,
+                                        fast=cls.server_fast, name=cls.__name__))
 
     @classmethod
     def tearDownClass(cls):
@@ -753,10 +807,7 @@ class PaydTestCase(unittest.TestCase):
         return out
 
     def server_logs(self):
-        parts = []
-        for s in self.servers_for_report():
-            parts.append("--- %s stderr (%s) ---\n%s" % (s.name, s.stderr_path, s.stderr_tail(4000)))
-        return "\n".join(parts)
+        return stderr_report(self.servers_for_report())
 
     # ---- assertions -----------------------------------------------------------
 
