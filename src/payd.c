@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -443,6 +444,11 @@ static void refresh_gauges(void *arg, int64_t now_ms)
         double age_s = q.depth > 0 ? (double)(now_ms - q.oldest_created_ms) / 1000.0 : 0;
         metrics_set(app->metrics, M_QUEUE_OLDEST_AGE, 0, 0, age_s > 0 ? age_s : 0);
         metrics_set(app->metrics, M_DEAD_LETTERS, 0, 0, (double)q.dead);
+    } else {
+        /* Unknown, not stale: the rules do not judge what cannot be read. */
+        metrics_set(app->metrics, M_QUEUE_DEPTH, 0, 0, NAN);
+        metrics_set(app->metrics, M_QUEUE_OLDEST_AGE, 0, 0, NAN);
+        metrics_set(app->metrics, M_DEAD_LETTERS, 0, 0, NAN);
     }
     if (now_ms - app->ledger_checked_ms >= app->conf->ledger_check_s * 1000) {
         app->ledger_checked_ms = now_ms;

@@ -12,9 +12,8 @@
  *   200 succeeded / declined       SUCCEEDED / DECLINED
  *   409 trade_closed               DECLINED (never charged)
  *   500, 503, other 4xx            ERROR: the PSP did nothing
- *   connection refused             ERROR: nothing was sent
- *   anything else (a timeout, a reset, a connection closed without an
- *   answer, an answer that cannot be read)
+ *   anything else (a timeout, a reset, a refused connection, a connection
+ *   closed without an answer, an answer that cannot be read)
  *                                  UNKNOWN: resolved by query, never by a
  *                                  charge under another number
  *
@@ -210,6 +209,14 @@ static void error_code(const char *answer, char *out, size_t size)
     json_decref(o);
 }
 
+/* The PSP closed the trade: never charged, and never will be. */
+static void closed_trade(struct chan_result *res)
+{
+    res->outcome = CHAN_DECLINED;
+    snprintf(res->code, sizeof(res->code), "trade_closed");
+    snprintf(res->message, sizeof(res->message), "The channel closed this trade.");
+}
+
 static void http_charge(channel *ch, const struct chan_request *req, struct chan_result *res)
 {
     struct http_channel *h = (struct http_channel *)ch;
@@ -223,17 +230,18 @@ static void http_charge(channel *ch, const struct chan_request *req, struct chan
     perform(h, &c, "/v1/charges");
     char code[48];
     error_code(c.answer, code, sizeof(code));
-    if (c.rc == CURLE_COULDNT_CONNECT || c.rc == CURLE_COULDNT_RESOLVE_HOST) {
-        res->outcome = CHAN_ERROR; /* nothing was sent */
-    } else if (c.rc != CURLE_OK) {
+    if (c.rc != CURLE_OK) {
+        /* Even a refused connection is unknown: when a kept-alive
+         * connection dies after the request went out, libcurl sends it
+         * again on a new one, and that connect may be the one refused. */
         res->outcome = CHAN_UNKNOWN;
     } else if (c.status == 200) {
         if (!read_charge(c.answer, res))
             res->outcome = CHAN_UNKNOWN; /* an answer we cannot read says nothing */
+        else if (res->outcome == CHAN_NOT_FOUND)
+            closed_trade(res); /* a charge answered "closed": as 409 trade_closed */
     } else if (c.status == 409 && strcmp(code, "trade_closed") == 0) {
-        res->outcome = CHAN_DECLINED;
-        snprintf(res->code, sizeof(res->code), "trade_closed");
-        snprintf(res->message, sizeof(res->message), "The channel closed this trade.");
+        closed_trade(res);
     } else if (c.status >= 400 && c.status < 600 && c.status != 409) {
         res->outcome = CHAN_ERROR; /* the PSP did nothing */
     } else {

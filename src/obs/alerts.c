@@ -200,8 +200,14 @@ static void *pusher_main(void *arg)
     for (;;) {
         while (a->queued == 0 && !a->stopping)
             pthread_cond_wait(&a->push_cv, &a->push_mu);
-        if (a->queued == 0)
-            break; /* stopping, and everything sent */
+        if (a->stopping) {
+            /* Stopping: a slow or absent Alertmanager must not hold the
+             * shutdown; what is left is dropped (a firing alert's endsAt
+             * lets Alertmanager resolve it by itself). */
+            if (a->queued > 0)
+                log_warn("alert_push_dropped", NULL);
+            break;
+        }
         char *body = a->queue[0];
         memmove(a->queue, a->queue + 1, (size_t)(a->queued - 1) * sizeof(char *));
         a->queued--;

@@ -12,6 +12,7 @@
  */
 #include "obs/log.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -168,7 +169,15 @@ static void line_str(struct line *l, const char *name, const char *value)
         put_cstr(l, " ");
         put_escaped(l, name);
         put_cstr(l, "=");
-        put_escaped(l, value ? value : "null");
+        /* A value with a space, '=' or '"' is quoted, so that it cannot
+         * pass for more fields. */
+        const char *v = value ? value : "null";
+        bool quote = v[0] == '\0' || strpbrk(v, " =\"") != NULL;
+        if (quote)
+            put_cstr(l, "\"");
+        put_escaped(l, v);
+        if (quote)
+            put_cstr(l, "\"");
     }
 }
 
@@ -186,8 +195,15 @@ static void line_end(struct line *l)
     if (g_format == LOG_FORMAT_JSON)
         put_cstr(l, "}");
     put_cstr(l, "\n");
-    ssize_t ignored = write(STDERR_FILENO, l->buf, l->len);
-    (void)ignored;
+    /* One write(2) keeps lines whole on a file, and on a pipe up to
+     * PIPE_BUF bytes; a short write is finished rather than lost. */
+    for (size_t done = 0; done < l->len;) {
+        ssize_t n = write(STDERR_FILENO, l->buf + done, l->len - done);
+        if (n <= 0 && errno != EINTR)
+            break;
+        if (n > 0)
+            done += (size_t)n;
+    }
     if (l->buf != l->inline_buf)
         free(l->buf);
 }

@@ -153,7 +153,14 @@ void metrics_set_counter(metrics *m, enum metric_id id, int a, int b, uint64_t v
     if (!m)
         return;
     PAYD_ASSERT(defs[id].kind == METRIC_COUNTER);
-    atomic_store_explicit(&m->counters[cell(m, id, a, b)], value, memory_order_relaxed);
+    /* Only ever raised: two threads copying the owner's count at once
+     * must not store an older value over a newer one. */
+    _Atomic uint64_t *c = &m->counters[cell(m, id, a, b)];
+    uint64_t old = atomic_load_explicit(c, memory_order_relaxed);
+    while (old < value &&
+           !atomic_compare_exchange_weak_explicit(c, &old, value, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
     atomic_store_explicit(&m->kept_elsewhere[id], true, memory_order_relaxed);
 }
 
