@@ -166,14 +166,15 @@ class InflightLimitTest(PaydTestCase):
 
     def test_over_the_limit_is_503_and_writes_nothing(self):
         orders_before = self.server.db_scalar("SELECT count(*) FROM orders")
-        results = fire(40, lambda i: self.server.request(
+        n = 80  # enough at once that some overlap even on a busy machine
+        results = fire(n, lambda i: self.server.request(
             "POST", "/v1/orders", {"merchant_order_no": unique("F%d" % i), "amount": 100,
                                    "currency": "CNY"}))
         created = [r for r in results if r.status == 201]
         shed = [r for r in results if r.status == 503]
-        self.assertEqual(len(created) + len(shed), 40, results)
+        self.assertEqual(len(created) + len(shed), n, results)
         self.assertGreater(len(created), 0)
-        self.assertGreater(len(shed), 0, "40 writes at once with one place in flight")
+        self.assertGreater(len(shed), 0, "%d writes at once with one place in flight" % n)
         for r in shed:
             self.assertError(r, 503, "service_degraded", "overloaded")
             self.assertEqual(r.header("Retry-After"), "1")
@@ -182,7 +183,10 @@ class InflightLimitTest(PaydTestCase):
         view = guards_view(self.server)["inflight"]
         self.assertEqual(view["limit"], 1)
         self.assertGreaterEqual(view["rejected"], len(shed))
-        self.assertEqual(view["in_flight"], 0)
+        # A request gives its place back when it ends, which is just after
+        # its answer was sent: the last one may still be ending.
+        wait_until(lambda: guards_view(self.server)["inflight"]["in_flight"] == 0,
+                   what="the last place to be given back")
 
     def test_reads_are_not_limited(self):
         results = fire(20, lambda i: self.server.request("GET", "/v1/channels"))
