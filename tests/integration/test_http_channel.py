@@ -31,13 +31,8 @@ def channel_config(paysim, secret=SECRET, timeout_ms=1000):
 
 
 def channel_calls(s, outcome):
-    """payd_channel_calls_total{channel="psp",outcome=...} from /metrics."""
-    text = s.request("GET", "/metrics", key=None).raw.decode()
-    want = 'payd_channel_calls_total{channel="psp",outcome="%s"} ' % outcome
-    for line in text.splitlines():
-        if line.startswith(want):
-            return int(line[len(want):])
-    raise AssertionError("no %s in /metrics" % want)
+    """payd_channel_calls_total{channel="psp",outcome=...}."""
+    return harness.gauge(s, "payd_channel_calls_total", channel="psp", outcome=outcome) or 0
 
 
 class HttpChannelTest(PaydTestCase):
@@ -138,13 +133,8 @@ class HttpChannelTest(PaydTestCase):
         s = self.payd(secret="not-" + SECRET)
         p = self.pay(s)
 
-        def dead_letters():
-            text = s.request("GET", "/metrics", key=None).raw.decode()
-            for line in text.splitlines():
-                if line.startswith("payd_dead_letters "):
-                    return float(line.split()[1]) >= 1
-            return False
-        wait_until(dead_letters, what="a dead letter")
+        wait_until(lambda: (harness.gauge(s, "payd_dead_letters") or 0) >= 1,
+                   what="a dead letter")
         self.assertEqual(s.request("GET", "/v1/payments/" + p["id"]).body["status"],
                          "processing")
         self.assertEqual(self.charges(p["serial_no"]), [])

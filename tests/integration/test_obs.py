@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import (FINAL_DEADLINE_S, SLOW, START_DEADLINE_S, PaydTestCase, fire,
+from harness import (FINAL_DEADLINE_S, gauge, metrics, parse_metrics, scrape, value, SLOW, START_DEADLINE_S, PaydTestCase, fire,
                      free_port, http_request, port_refuses, run_cli, unique, wait_until)
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -51,63 +51,6 @@ def need(path, what):
 
 
 # ---- /metrics -----------------------------------------------------------------
-
-SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$')
-LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
-
-
-def parse_metrics(text):
-    """The text exposition -> ({(name, frozenset(labels)): value}, {family: type})."""
-    samples, types = {}, {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("#"):
-            parts = line.split()
-            if len(parts) >= 4 and parts[1] == "TYPE":
-                types[parts[2]] = parts[3]
-            continue
-        m = SAMPLE_RE.match(line)
-        if not m:
-            raise AssertionError("bad exposition line: %r" % line)
-        labels, body, pos = {}, m.group(2) or "", 0
-        while pos < len(body):
-            lm = LABEL_RE.match(body, pos)
-            if not lm:
-                raise AssertionError("bad labels in line: %r" % line)
-            labels[lm.group(1)] = lm.group(2)
-            pos = lm.end()
-        key = (m.group(1), frozenset(labels.items()))
-        if key in samples:
-            raise AssertionError("sample exposed twice: %r" % line)
-        samples[key] = float(m.group(3))
-    return samples, types
-
-
-def scrape(server):
-    r = server.request("GET", "/metrics", key=None)
-    assert r.status == 200, r
-    assert (r.header("Content-Type") or "").startswith("text/plain"), r.header("Content-Type")
-    return r.raw.decode("utf-8")
-
-
-def metrics(server):
-    return parse_metrics(scrape(server))[0]
-
-
-def value(samples, name, **labels):
-    """The sum of the samples of `name` whose labels include `labels`;
-    None when there is no such sample."""
-    found = None
-    for (n, ls), v in samples.items():
-        if n == name and set(labels.items()) <= set(ls):
-            found = (found or 0.0) + v
-    return found
-
-
-def gauge(server, name, **labels):
-    return value(metrics(server), name, **labels)
-
 
 # ---- stderr -------------------------------------------------------------------
 

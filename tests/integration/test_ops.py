@@ -2,42 +2,9 @@
 Operations endpoints: /healthz, /readyz, /metrics, and the channel catalogue.
 """
 
-import re
 import unittest
 
-from harness import FINAL_DEADLINE_S, PaydTestCase, run_cli, wait_until
-
-SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+-?\d+)?$')
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?\s*')
-
-
-def parse_metrics(text):
-    """Prometheus text format 0.0.4 -> ({(name, frozenset(labels)): value},
-    {name: type}). Raises ValueError on a line that is not well formed."""
-    samples, types = {}, {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("#"):
-            parts = line.split()
-            if len(parts) >= 4 and parts[1] == "TYPE":
-                types[parts[2]] = parts[3]
-            continue
-        m = SAMPLE_RE.match(line)
-        if not m:
-            raise ValueError("bad exposition line: %r" % line)
-        labels = {}
-        body = m.group(3) or ""
-        pos = 0
-        while pos < len(body):
-            lm = LABEL_RE.match(body, pos)
-            if not lm:
-                raise ValueError("bad labels in line: %r" % line)
-            labels[lm.group(1)] = lm.group(2)
-            pos = lm.end()
-        samples[(m.group(1), frozenset(labels.items()))] = float(m.group(4))
-    return samples, types
-
+from harness import FINAL_DEADLINE_S, PaydTestCase, parse_metrics, run_cli, wait_until
 
 class OpsTest(PaydTestCase):
 
