@@ -40,6 +40,8 @@ struct app {
     order_cache *orders;  /* order id -> its immutable facts */
     guards *guards;       /* limits, breakers, pacers */
     catalogue_cache *catalogue; /* GET /v1/channels, dropped on a breaker change */
+    struct refunder *refunder; /* NULL without the worker role */
+    struct webhook_sender *webhooks; /* NULL without the worker role */
     atomic_bool draining; /* SIGTERM seen: /readyz answers 503 */
 };
 

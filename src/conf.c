@@ -98,6 +98,12 @@ static const struct key keys[] = {
     INT_KEY("worker", "retry_max_ms", worker_retry_max_ms, 1, 86400000, "30000"),
     INT_KEY("idempotency", "ttl_s", idem_ttl_s, 1, 365LL * 86400, "86400"),
     INT_KEY("idempotency", "purge_interval_s", idem_purge_interval_s, 1, 86400, "60"),
+    INT_KEY("orders", "ttl_s", order_ttl_s, 0, 365LL * 86400, "1800"),
+    INT_KEY("webhooks", "timeout_ms", webhook_timeout_ms, 100, 120000, "10000"),
+    INT_KEY("webhooks", "retry_base_ms", webhook_retry_base_ms, 1, 3600000, "5000"),
+    INT_KEY("webhooks", "retry_max_ms", webhook_retry_max_ms, 1, 86400000, "3600000"),
+    INT_KEY("webhooks", "give_up_s", webhook_give_up_s, 1, 30LL * 86400, "86400"),
+    INT_KEY("orders", "close_interval_s", order_close_interval_s, 1, 86400, "5"),
     ENUM_KEY("log", "format", log_format, log_formats, "json"),
     ENUM_KEY("log", "level", log_level, log_levels, "info"),
     ENUM_KEY("log", "requests", log_requests, on_off, "on"),
@@ -123,6 +129,8 @@ static const struct key channel_keys[] = {
      sizeof(((struct conf_channel *)0)->url), NULL, "", 0, 0},
     {"channel", "secret", KEY_STR, offsetof(struct conf_channel, secret), 0,
      sizeof(((struct conf_channel *)0)->secret), NULL, "", 0, 0},
+    {"channel", "notify_url", KEY_STR, offsetof(struct conf_channel, notify_url), 0,
+     sizeof(((struct conf_channel *)0)->notify_url), NULL, "", 0, 0},
 };
 
 /* Keys of an [alert.NAME] section, with offsets into struct conf_alert. */
@@ -701,6 +709,13 @@ int conf_finish(struct conf *conf, char err[CONF_ERR_MAX])
             snprintf(err, CONF_ERR_MAX,
                      "config: [channel.%s] url: type = http needs the PSP's http:// or"
                      " https:// base URL", ch->name);
+            return -1;
+        }
+        if (ch->notify_url[0] && strncmp(ch->notify_url, "http://", 7) != 0 &&
+            strncmp(ch->notify_url, "https://", 8) != 0) {
+            snprintf(err, CONF_ERR_MAX,
+                     "config: [channel.%s] notify_url: an http:// or https:// URL (payd's"
+                     " /v1/notify/%s as the PSP reaches it)", ch->name, ch->name);
             return -1;
         }
         if (ch->type == CHANNEL_TYPE_HTTP && ch->secret[0] == '\0') {

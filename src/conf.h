@@ -32,6 +32,7 @@ struct conf_channel {
     char journal[CONF_PATH_MAX]; /* sandbox: its journal file; "": in the data directory */
     char url[CONF_PATH_MAX];     /* http: the PSP's base URL */
     char secret[129];            /* http: the key requests are signed with; never logged */
+    char notify_url[CONF_PATH_MAX]; /* http: where the PSP sends its notifications; "": none */
 };
 
 /* What an alert rule watches (see obs/alerts.h). */
@@ -119,6 +120,9 @@ struct conf {
     int64_t worker_retry_max_ms;
     /* [idempotency] */
     int64_t idem_ttl_s;
+    int64_t order_ttl_s; /* unpaid orders close this long after creation; 0: never */
+    int64_t order_close_interval_s;
+    int64_t webhook_timeout_ms, webhook_retry_base_ms, webhook_retry_max_ms, webhook_give_up_s;
     int64_t idem_purge_interval_s;
     /* [log] */
     int64_t log_format; /* enum log_format */

@@ -28,6 +28,7 @@
 
 #include "api/api.h"
 #include "app.h"
+#include "cli.h"
 #include "conf.h"
 #include "core/ids.h"
 #include "http/server.h"
@@ -35,7 +36,9 @@
 #include "obs/monitor.h"
 #include "util/program.h"
 #include "util/util.h"
-#include "worker/purge.h"
+#include "worker/housekeeper.h"
+#include "worker/refunds.h"
+#include "worker/webhooks.h"
 #include "worker/worker.h"
 
 #define INFLIGHT_KEYS_MAX 65536
@@ -49,6 +52,9 @@
 #define CLI_STORE_WAIT_MS 10000
 #define MONITOR_INTERVAL_MS 1000  /* one sample (and one judgement of the alerts) a second */
 #define DASHBOARD_HISTORY_S 900   /* samples the dashboard can show */
+#define REFUND_THREADS 2
+#define REFUND_POLL_MS 1000 /* refunds and events another instance created */
+#define WEBHOOK_THREADS 4
 
 static void usage(void)
 {
@@ -60,78 +66,6 @@ static void usage(void)
             "  payd merchant rotate-key NAME [--data-dir DIR]\n"
             "  payd merchant list [--data-dir DIR]\n"
             "  payd version\n");
-}
-
-/* ---- command-line parsing shared by the commands ---- */
-
-struct args {
-    const char *config;
-    const char *listen;
-    const char *data_dir;
-    const char *log_format;
-    const char *positional[4];
-    int positional_count;
-};
-
-static int parse_args(int argc, char **argv, struct args *a)
-{
-    memset(a, 0, sizeof(*a));
-    const struct arg_option opts[] = {
-        {"--config", &a->config},
-        {"--listen", &a->listen},
-        {"--data-dir", &a->data_dir},
-        {"--log-format", &a->log_format},
-    };
-    int n = args_parse("payd", argc, argv, opts, ARRAY_LEN(opts), a->positional,
-                       (int)ARRAY_LEN(a->positional));
-    if (n < 0)
-        return -1;
-    a->positional_count = n;
-    return 0;
-}
-
-/* Builds the configuration: defaults, file, environment, flags. */
-static int load_conf(const struct args *a, struct conf *conf)
-{
-    char err[CONF_ERR_MAX];
-    conf_defaults(conf);
-    if (a->config && conf_load_file(conf, a->config, err) != 0)
-        goto out_err;
-    if (conf_load_env(conf, err) != 0)
-        goto out_err;
-    if (a->listen && conf_set(conf, "server", "listen", a->listen, err) != 0)
-        goto out_err;
-    if (a->data_dir && conf_set(conf, "server", "data_dir", a->data_dir, err) != 0)
-        goto out_err;
-    if (a->log_format && conf_set(conf, "log", "format", a->log_format, err) != 0)
-        goto out_err;
-    if (conf_finish(conf, err) != 0)
-        goto out_err;
-    return 0;
-out_err:
-    fprintf(stderr, "payd: %s\n", err);
-    return -1;
-}
-
-static store *open_store(const struct conf *conf, void (*on_commit)(void *, int, int64_t),
-                         void *arg)
-{
-    char err[512];
-    struct store_options opts = {
-        .data_dir = conf->data_dir,
-        .url = conf->store_url,
-        .pool_size = (int)conf->store_pool_size,
-        .writers = (int)conf->store_writers,
-        .max_batch = (int)conf->store_max_batch,
-        .queue_capacity = (int)conf->store_queue_capacity,
-        .on_commit = on_commit,
-        .on_commit_arg = arg,
-    };
-    const char *backend = conf->store_backend == STORE_BACKEND_POSTGRES ? "postgres" : "sqlite";
-    store *s = store_open(backend, &opts, err, sizeof(err));
-    if (!s)
-        fprintf(stderr, "payd: %s\n", err);
-    return s;
 }
 
 static void wake_queue(void *q)
@@ -237,7 +171,7 @@ static int print_merchant(void *arg, const struct merchant *m)
     return 0;
 }
 
-static int cmd_merchant(struct args *a)
+static int cmd_merchant(struct cli_args *a)
 {
     if (a->positional_count < 1) {
         usage();
@@ -261,14 +195,14 @@ static int cmd_merchant(struct args *a)
         return 1;
     }
     struct conf conf;
-    if (load_conf(a, &conf) != 0)
+    if (cli_load_conf("payd", a, &conf) != 0)
         return 1;
     struct stat st;
     if (!add && stat(conf.data_dir, &st) != 0) {
         fprintf(stderr, "payd: no data directory at %s\n", conf.data_dir);
         return 1;
     }
-    store *s = open_store(&conf, NULL, NULL);
+    store *s = cli_open_store("payd", &conf, NULL, NULL);
     if (!s)
         return 1;
 
@@ -484,14 +418,14 @@ static void on_commit(void *arg, int ops, int64_t latency_us)
     metrics_observe(app->metrics, M_STORE_COMMIT_DURATION, 0, 0, latency_us);
 }
 
-static int cmd_serve(struct args *a)
+static int cmd_serve(struct cli_args *a)
 {
     struct conf conf;
     if (a->positional_count != 0) {
         usage();
         return 2;
     }
-    if (load_conf(a, &conf) != 0)
+    if (cli_load_conf("payd", a, &conf) != 0)
         return 1;
     log_init((enum log_format)conf.log_format, (enum log_level)conf.log_level);
 
@@ -518,12 +452,12 @@ static int cmd_serve(struct args *a)
     struct app app = {.conf = &conf};
     atomic_init(&app.draining, false);
     worker_pool *workers = NULL;
-    purger *purge = NULL;
+    housekeeper *keeper = NULL;
     monitor *mon = NULL;
     http_server *http = NULL;
     const char *channel_names[CONF_CHANNELS_MAX];
 
-    app.store = open_store(&conf, on_commit, &app);
+    app.store = cli_open_store("payd", &conf, on_commit, &app);
     if (!app.store)
         goto out_unlock;
     if (ensure_demo(app.store, &conf) != 0)
@@ -588,9 +522,27 @@ static int cmd_serve(struct args *a)
                                        .retry_base_ms = conf.worker_retry_base_ms,
                                        .retry_max_ms = conf.worker_retry_max_ms};
         workers = worker_pool_start(&app, &wopts);
+        struct refunder_options ropts = {.threads = REFUND_THREADS,
+                                         .lease_ms = conf.worker_lease_ms,
+                                         .max_attempts = (int)conf.worker_max_attempts,
+                                         .retry_base_ms = conf.worker_retry_base_ms,
+                                         .retry_max_ms = conf.worker_retry_max_ms,
+                                         .poll_ms = REFUND_POLL_MS};
+        app.refunder = refunder_start(&app, &ropts);
+        struct webhook_options hkopts = {.threads = WEBHOOK_THREADS,
+                                         .timeout_ms = conf.webhook_timeout_ms,
+                                         .retry_base_ms = conf.webhook_retry_base_ms,
+                                         .retry_max_ms = conf.webhook_retry_max_ms,
+                                         .give_up_s = conf.webhook_give_up_s,
+                                         .poll_ms = REFUND_POLL_MS};
+        app.webhooks = webhooks_start(&app, &hkopts);
     }
-    if (conf.roles & ROLE_API)
-        purge = purger_start(app.store, conf.idem_ttl_s, conf.idem_purge_interval_s);
+    struct housekeeper_options kopts = {
+        .idem_ttl_s = (conf.roles & ROLE_API) ? conf.idem_ttl_s : 0,
+        .idem_interval_s = conf.idem_purge_interval_s,
+        .order_ttl_s = (conf.roles & ROLE_WORKER) ? conf.order_ttl_s : 0,
+        .order_interval_s = conf.order_close_interval_s};
+    keeper = housekeeper_start(app.store, &kopts);
     struct monitor_options mopts = {.metrics = app.metrics, .series = app.series,
                                     .alerts = app.alerts,
                                     .channel_count = channel_set_count(app.channels),
@@ -631,12 +583,14 @@ static int cmd_serve(struct args *a)
 out_stop:
     http_server_stop(http, SHUTDOWN_GRACE_MS);
     monitor_stop(mon);
-    purger_stop(purge);
+    housekeeper_stop(keeper);
     if (app.queue) {
         store_on_outbox(app.store, NULL, NULL);
         queue_stop(app.queue);
     }
     worker_pool_stop(workers);
+    refunder_stop(app.refunder);
+    webhooks_stop(app.webhooks);
     queue_free(app.queue);
     lock_free(app.lock);
     idem_inflight_free(app.inflight);
@@ -664,12 +618,12 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
-    struct args a;
+    struct cli_args a;
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("payd %s\n", PAYD_VERSION);
         return 0;
     }
-    if (parse_args(argc - 2, argv + 2, &a) != 0) {
+    if (cli_parse_args("payd", argc - 2, argv + 2, &a) != 0) {
         usage();
         return 2;
     }

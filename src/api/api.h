@@ -8,6 +8,8 @@
 #ifndef PAYD_API_API_H
 #define PAYD_API_API_H
 
+#include <jansson.h>
+
 #include "app.h"
 #include "http/server.h"
 
@@ -18,5 +20,11 @@ void api_dispatch(void *app, http_req *r);
 extern const char *const api_route_names[];
 extern const char *const api_route_methods[];
 extern const int api_route_count;
+
+/* Records as the API shows them (new references); merchant webhooks send
+ * the same objects. */
+json_t *api_order_json(const struct order *o);
+json_t *api_payment_json(const struct payment *p);
+json_t *api_refund_json(const struct refund *r);
 
 #endif

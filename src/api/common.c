@@ -201,6 +201,70 @@ void api_store_failed(http_req *r, int rc)
                NULL);
 }
 
+void api_replay(struct api_ctx *c, http_req *r, const struct idem_record *rec)
+{
+    if (strcmp(rec->fingerprint, c->fingerprint) != 0) {
+        metrics_inc(c->app->metrics, M_IDEM_CONFLICTS, 0, 0);
+        http_error(r, 422, "idempotency_error", "idempotency_key_reused",
+                   "This Idempotency-Key was used with a different request.",
+                   "Idempotency-Key");
+        return;
+    }
+    metrics_inc(c->app->metrics, M_IDEM_REPLAYS, 0, 0);
+    json_t *stored = json_loads(rec->body, 0, NULL);
+    json_t *id = json_object_get(stored, "id"); /* a 202's payment; absent in an error */
+    if (json_is_string(id))
+        http_note_ids(r, NULL, NULL, json_string_value(id));
+    json_decref(stored);
+    http_add_header(r, "Idempotent-Replayed", "true");
+    http_respond_raw(r, rec->status, xstrdup(rec->body), strlen(rec->body));
+}
+
+/* Checks the Idempotency-Key header; false (answered 400) when malformed. */
+bool api_read_idem_key(struct api_ctx *c, http_req *r)
+{
+    const char *key = http_header(r, "Idempotency-Key");
+    if (!key)
+        return true;
+    size_t n = strlen(key);
+    bool ok = n >= 1 && n <= IDEM_KEY_MAX;
+    for (const char *p = key; ok && *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+            ok = false;
+    if (!ok) {
+        api_invalid(r, "idempotency_key_invalid",
+                    "Idempotency-Key must be 1 to 255 characters without control characters",
+                    "Idempotency-Key");
+        return false;
+    }
+    memcpy(c->idem_key, key, n + 1);
+    c->has_idem_key = true;
+    return true;
+}
+
+bool api_idem_enter(struct api_ctx *c, http_req *r, const char *path, json_t *body)
+{
+    if (!c->has_idem_key)
+        return true;
+    char *canonical = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+    idem_fingerprint("POST", path, canonical, c->fingerprint);
+    free(canonical);
+    int rc = idem_inflight_enter(c->app->inflight, c->merchant.id, c->idem_key);
+    if (rc == 0) {
+        c->idem_entered = true;
+        return true;
+    }
+    if (rc == -1) {
+        metrics_inc(c->app->metrics, M_IDEM_CONFLICTS, 0, 0);
+        http_error(r, 409, "conflict", "idempotency_key_in_use",
+                   "A request with this Idempotency-Key is being handled; retry later.",
+                   "Idempotency-Key");
+    } else {
+        api_store_failed(r, STORE_E_BUSY);
+    }
+    return false;
+}
+
 static void resume_on_commit(struct store_op *op)
 {
     http_resume(op->arg);

@@ -25,20 +25,21 @@ struct api_ctx {
     int64_t fence;
     bool locked;
     int64_t inflight_since_ns; /* holds an in-flight place since; 0: none */
+    struct notice *notice;     /* notifications: what c->op borrows */
 };
 
 typedef void api_handler(struct api_ctx *c, http_req *r, const char *id);
 
 api_handler api_order_create, api_order_get;
 api_handler api_payment_create, api_payment_get, api_payment_list;
+api_handler api_refund_create, api_refund_get, api_refund_list;
+api_handler api_notify;
+api_handler api_webhook_put, api_webhook_get, api_webhook_delete;
 api_handler api_channel_list, api_balance;
 api_handler api_healthz, api_readyz, api_metrics;
 api_handler api_guards_get, api_guards_put;
 api_handler api_dashboard_asset, api_dashboard_data;
 
-/* Records as the API shows them (new references). */
-json_t *api_order_json(const struct order *o);
-json_t *api_payment_json(const struct payment *p);
 
 /* Parses the body as a JSON object whose keys are all in allowed (NULL-
  * terminated). On failure answers 400 and returns NULL. A number too large
@@ -54,6 +55,15 @@ const char *api_string_field(http_req *r, json_t *obj, const char *name, size_t 
 /* An order's immutable facts, and putting them in the order cache. */
 void api_order_facts(const struct order *o, struct order_facts *f);
 void api_remember_order(struct app *app, const struct order *o);
+
+/* Idempotency-Key: reads and checks the header into c (false: answered
+ * 400); computes the request's fingerprint and takes the key's in-flight
+ * mark (false: answered 409 idempotency_key_in_use or 503); answers a
+ * stored response (the first answer again, or 422 when the fingerprint
+ * differs). */
+bool api_read_idem_key(struct api_ctx *c, http_req *r);
+bool api_idem_enter(struct api_ctx *c, http_req *r, const char *path, json_t *body);
+void api_replay(struct api_ctx *c, http_req *r, const struct idem_record *rec);
 
 /* Releases the order lock and the idempotency in-flight mark a payment
  * request holds, if it still holds them. */

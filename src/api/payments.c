@@ -21,26 +21,6 @@
 
 static const char *const payment_fields[] = {"order_id", "channel", "method", NULL};
 
-static void replay(struct api_ctx *c, http_req *r, const char *fingerprint,
-                   const struct idem_record *rec)
-{
-    if (strcmp(rec->fingerprint, fingerprint) != 0) {
-        metrics_inc(c->app->metrics, M_IDEM_CONFLICTS, 0, 0);
-        http_error(r, 422, "idempotency_error", "idempotency_key_reused",
-                   "This Idempotency-Key was used with a different request.",
-                   "Idempotency-Key");
-        return;
-    }
-    metrics_inc(c->app->metrics, M_IDEM_REPLAYS, 0, 0);
-    json_t *stored = json_loads(rec->body, 0, NULL);
-    json_t *id = json_object_get(stored, "id"); /* a 202's payment; absent in an error */
-    if (json_is_string(id))
-        http_note_ids(r, NULL, NULL, json_string_value(id));
-    json_decref(stored);
-    http_add_header(r, "Idempotent-Replayed", "true");
-    http_respond_raw(r, rec->status, xstrdup(rec->body), strlen(rec->body));
-}
-
 /* Undoes what the request holds: the order lock and the in-flight mark.
  * Also called when the request ends without an answer (the client left),
  * so that neither outlives it. */
@@ -74,16 +54,24 @@ static void payment_written(http_req *r)
         break;
     }
     case STORE_E_IDEM_EXISTS:
-        replay(c, r, c->fingerprint, &c->op.out.idem);
+        api_replay(c, r, &c->op.out.idem);
         free(c->op.out.idem.body);
         break;
     case STORE_E_NOT_FOUND:
         api_not_found(r, "order_id");
         break;
-    case STORE_E_NOT_PAYABLE:
-        http_error(r, 409, "conflict", "order_already_paid", "This order is already paid.",
-                   "order_id");
+    case STORE_E_NOT_PAYABLE: {
+        const struct payment *p = &c->op.in.payment_create.payment;
+        struct order o;
+        if (store_order_get(c->app->store, p->merchant_id, p->order_id, &o) == STORE_OK &&
+            o.status == ORDER_CLOSED)
+            http_error(r, 409, "conflict", "order_closed",
+                       "This order was closed unpaid; create a new order.", "order_id");
+        else
+            http_error(r, 409, "conflict", "order_already_paid", "This order is already paid.",
+                       "order_id");
         break;
+    }
     case STORE_E_IN_PROGRESS:
     case STORE_E_STALE_FENCE:
         http_error(r, 409, "conflict", "payment_in_progress",
@@ -127,7 +115,7 @@ static channel *route_around_open_breaker(struct api_ctx *c, http_req *r, channe
     struct idem_record rec;
     if (c->has_idem_key &&
         store_idem_get(app->store, c->merchant.id, c->idem_key, &rec) == STORE_OK) {
-        replay(c, r, c->fingerprint, &rec);
+        api_replay(c, r, &rec);
         free(rec.body);
         return NULL;
     }
@@ -135,33 +123,11 @@ static channel *route_around_open_breaker(struct api_ctx *c, http_req *r, channe
     return NULL;
 }
 
-/* Checks the Idempotency-Key header; false (answered 400) when malformed. */
-static bool read_idem_key(struct api_ctx *c, http_req *r)
-{
-    const char *key = http_header(r, "Idempotency-Key");
-    if (!key)
-        return true;
-    size_t n = strlen(key);
-    bool ok = n >= 1 && n <= IDEM_KEY_MAX;
-    for (const char *p = key; ok && *p; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
-            ok = false;
-    if (!ok) {
-        api_invalid(r, "idempotency_key_invalid",
-                    "Idempotency-Key must be 1 to 255 characters without control characters",
-                    "Idempotency-Key");
-        return false;
-    }
-    memcpy(c->idem_key, key, n + 1);
-    c->has_idem_key = true;
-    return true;
-}
-
 void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
 {
     (void)unused;
     struct app *app = c->app;
-    if (!read_idem_key(c, r))
+    if (!api_read_idem_key(c, r))
         return;
     json_t *body = api_parse_object(r, payment_fields, NULL, NULL);
     if (!body)
@@ -189,25 +155,8 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
     snprintf(p->channel, sizeof(p->channel), "%s", channel_name);
     snprintf(p->method, sizeof(p->method), "%s", method);
 
-    if (c->has_idem_key) {
-        char *canonical = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
-        idem_fingerprint("POST", "/v1/payments", canonical, c->fingerprint);
-        free(canonical);
-        int rc = idem_inflight_enter(app->inflight, c->merchant.id, c->idem_key);
-        if (rc != 0) {
-            if (rc == -1) {
-                metrics_inc(app->metrics, M_IDEM_CONFLICTS, 0, 0);
-                http_error(r, 409, "conflict", "idempotency_key_in_use",
-                           "A request with this Idempotency-Key is being handled; retry "
-                           "later.",
-                           "Idempotency-Key");
-            } else {
-                api_store_failed(r, STORE_E_BUSY);
-            }
-            goto out_body;
-        }
-        c->idem_entered = true;
-    }
+    if (!api_idem_enter(c, r, "/v1/payments", body))
+        goto out_body;
 
     ch = route_around_open_breaker(c, r, ch, method);
     if (!ch)
@@ -245,7 +194,7 @@ void api_payment_create(struct api_ctx *c, http_req *r, const char *unused)
         struct idem_record rec;
         if (c->has_idem_key &&
             store_idem_get(app->store, c->merchant.id, c->idem_key, &rec) == STORE_OK) {
-            replay(c, r, c->fingerprint, &rec);
+            api_replay(c, r, &rec);
             free(rec.body);
         } else {
             http_error(r, 409, "conflict", "payment_in_progress",

@@ -36,6 +36,13 @@ struct route {
     X("POST", "/v1/payments", MERCHANT_WRITE, api_payment_create)                          \
     X("GET", "/v1/payments", MERCHANT, api_payment_list)                                   \
     X("GET", "/v1/payments/{id}", MERCHANT, api_payment_get)                               \
+    X("POST", "/v1/refunds", MERCHANT_WRITE, api_refund_create)                            \
+    X("GET", "/v1/refunds", MERCHANT, api_refund_list)                                     \
+    X("GET", "/v1/refunds/{id}", MERCHANT, api_refund_get)                                 \
+    X("PUT", "/v1/webhook", MERCHANT, api_webhook_put)                                     \
+    X("GET", "/v1/webhook", MERCHANT, api_webhook_get)                                     \
+    X("DELETE", "/v1/webhook", MERCHANT, api_webhook_delete)                               \
+    X("POST", "/v1/notify/{id}", OPEN, api_notify)                                         \
     X("GET", "/v1/channels", MERCHANT, api_channel_list)                                   \
     X("GET", "/v1/balance", MERCHANT, api_balance)                                         \
     X("GET", "/admin/guards", ADMIN, api_guards_get)                                       \
@@ -182,6 +189,7 @@ static void ctx_free(void *p)
     }
     api_payment_let_go(c);
     free(c->response_body);
+    free(c->notice);
     free(c);
 }
 

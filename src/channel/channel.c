@@ -3,6 +3,7 @@
  */
 #include "channel/channel.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/util.h"
@@ -11,6 +12,13 @@ struct channel_set {
     int count;
     channel *channels[CONF_CHANNELS_MAX];
 };
+
+void chan_statement_free(struct chan_statement *st)
+{
+    free(st->items);
+    st->items = NULL;
+    st->count = 0;
+}
 
 bool channel_method_valid(const channel *ch, const char *method)
 {

@@ -3,7 +3,7 @@
  *
  * A channel charges a payment and answers queries about it, both keyed by
  * the payment's serial number, which the channel uses to refuse a second
- * charge. Calls are synchronous and made from payment worker threads, never
+ * charge, and refunds it, keyed by the refund's number. Calls are synchronous and made from payment worker threads, never
  * from a server thread. Every answer is one of five outcomes; UNKNOWN (a
  * timeout, a lost answer) means the charge may or may not have happened and
  * must be resolved by query, never by charging again.
@@ -16,6 +16,7 @@
 #define PAYD_CHANNEL_CHANNEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "conf.h"
@@ -36,6 +37,14 @@ struct chan_request {
     const char *method;
 };
 
+/* A refund of (part of) a charge, deduplicated by refund_no. */
+struct chan_refund_request {
+    const char *serial_no; /* the charge's */
+    const char *refund_no;
+    int64_t amount_minor;
+    const char *currency;
+};
+
 struct chan_result {
     enum chan_outcome outcome;
     char txn_id[CHANNEL_TXN_ID_MAX + 1];
@@ -43,12 +52,42 @@ struct chan_result {
     char message[FAILURE_MESSAGE_MAX + 1];
 };
 
+/* One line of a channel's daily statement (对账单): money that moved. */
+#define CHAN_NUMBER_MAX 64
+struct chan_statement_item {
+    bool refund;                          /* else a charge */
+    char number[CHAN_NUMBER_MAX + 1];     /* serial_no of a charge, refund_no of a refund */
+    char charge_number[CHAN_NUMBER_MAX + 1]; /* a refund's charge */
+    char channel_id[CHANNEL_TXN_ID_MAX + 1]; /* the channel's trade or refund id */
+    int64_t amount_minor;
+    char currency[4];
+    int64_t time_ms;
+};
+
+/* Everything a channel charged (succeeded) and refunded on one UTC day. */
+struct chan_statement {
+    struct chan_statement_item *items;
+    int count;
+    bool complete; /* false while the day is not over */
+};
+
+void chan_statement_free(struct chan_statement *st);
+
 typedef struct channel channel;
 
 struct channel_backend {
     const char *type;
     void (*charge)(channel *ch, const struct chan_request *req, struct chan_result *res);
     void (*query)(channel *ch, const char *serial_no, struct chan_result *res);
+    /* SUCCEEDED (txn_id: the channel's refund id), DECLINED (refused: no
+     * such charge, not refundable, more than is left; nothing refunded),
+     * ERROR (nothing refunded) or UNKNOWN. The same refund_no again is
+     * safe: the channel answers the first refund's outcome. */
+    void (*refund)(channel *ch, const struct chan_refund_request *req, struct chan_result *res);
+    /* The statement of date (YYYY-MM-DD, UTC) into *out; 0, or -1 with a
+     * message in err. */
+    int (*statement)(channel *ch, const char *date, struct chan_statement *out, char *err,
+                     size_t err_size);
     void (*free)(channel *ch);
 };
 
@@ -76,6 +115,18 @@ static inline void channel_charge(channel *ch, const struct chan_request *req,
 static inline void channel_query(channel *ch, const char *serial_no, struct chan_result *res)
 {
     ch->be->query(ch, serial_no, res);
+}
+
+static inline void channel_refund(channel *ch, const struct chan_refund_request *req,
+                                  struct chan_result *res)
+{
+    ch->be->refund(ch, req, res);
+}
+
+static inline int channel_statement(channel *ch, const char *date, struct chan_statement *out,
+                                    char *err, size_t err_size)
+{
+    return ch->be->statement(ch, date, out, err, err_size);
 }
 
 bool channel_method_valid(const channel *ch, const char *method);

@@ -18,7 +18,8 @@
  *                                  charge under another number
  *
  * A query answers SUCCEEDED / DECLINED / NOT_FOUND (404, or a closed
- * trade), and UNKNOWN when it gets no usable answer.
+ * trade), and UNKNOWN when it gets no usable answer. A refund (POST
+ * /v1/refunds, deduplicated by its number) maps its answers the same way.
  */
 #include <curl/curl.h>
 #include <jansson.h>
@@ -33,6 +34,8 @@
 #define CONNECT_TIMEOUT_MS 2000
 #define ANSWER_MAX_BYTES (64 << 10) /* an answer longer than this is not one */
 #define POLL_MS 1000
+#define STATEMENT_MAX_BYTES (512 << 20) /* a day of a busy channel */
+#define STATEMENT_TIMEOUT_MS 120000
 
 static const char *const http_methods[] = {"ok", "declined", NULL};
 
@@ -45,6 +48,8 @@ struct call {
     char *answer;
     size_t answer_len;
     bool too_long;
+    size_t max_bytes;   /* 0: ANSWER_MAX_BYTES */
+    int64_t timeout_ms; /* 0: the channel's */
     long status;
     CURLcode rc;
     bool done;
@@ -55,6 +60,7 @@ struct http_channel {
     channel base;
     char url[CONF_PATH_MAX];
     char secret[sizeof(((struct conf_channel *)0)->secret)];
+    char notify_url[CONF_PATH_MAX]; /* "": the PSP's default, or none */
     CURLM *multi;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -66,7 +72,7 @@ static size_t on_answer_bytes(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct call *c = arg;
     size_t n = size * nmemb;
-    if (c->answer_len + n > ANSWER_MAX_BYTES) {
+    if (c->answer_len + n > (c->max_bytes ? c->max_bytes : ANSWER_MAX_BYTES)) {
         c->too_long = true;
         return 0; /* ends the transfer with an error */
     }
@@ -104,7 +110,8 @@ static void perform(struct http_channel *h, struct call *c, const char *path)
     curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
     if (c->body)
         curl_easy_setopt(c->easy, CURLOPT_POSTFIELDS, c->body);
-    curl_easy_setopt(c->easy, CURLOPT_TIMEOUT_MS, (long)h->base.timeout_ms);
+    curl_easy_setopt(c->easy, CURLOPT_TIMEOUT_MS,
+                     (long)(c->timeout_ms ? c->timeout_ms : h->base.timeout_ms));
     curl_easy_setopt(c->easy, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(h->base.timeout_ms < CONNECT_TIMEOUT_MS ? h->base.timeout_ms
                                                                     : CONNECT_TIMEOUT_MS));
@@ -225,6 +232,8 @@ static void http_charge(channel *ch, const struct chan_request *req, struct chan
     json_t *body = json_pack("{s:s, s:I, s:s, s:s}", "out_trade_no", req->serial_no, "amount",
                              (json_int_t)req->amount_minor, "currency", req->currency, "method",
                              req->method);
+    if (h->notify_url[0])
+        json_object_set_new(body, "notify_url", json_string(h->notify_url));
     c.body = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(body);
     perform(h, &c, "/v1/charges");
@@ -270,6 +279,116 @@ static void http_query(channel *ch, const char *serial_no, struct chan_result *r
     free(c.answer);
 }
 
+/* POST /v1/refunds. A refusal (404: no such charge, 409: not refundable or
+ * more than is left) is final; 409 duplicate_out_refund_no cannot happen
+ * with payd's unique refund numbers and is left unknown, for a person. */
+static void http_refund(channel *ch, const struct chan_refund_request *req,
+                        struct chan_result *res)
+{
+    struct http_channel *h = (struct http_channel *)ch;
+    memset(res, 0, sizeof(*res));
+    struct call c = {0};
+    json_t *body = json_pack("{s:s, s:s, s:I}", "out_trade_no", req->serial_no,
+                             "out_refund_no", req->refund_no, "amount",
+                             (json_int_t)req->amount_minor);
+    if (h->notify_url[0])
+        json_object_set_new(body, "notify_url", json_string(h->notify_url));
+    c.body = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(body);
+    perform(h, &c, "/v1/refunds");
+    char code[FAILURE_CODE_MAX + 1];
+    error_code(c.answer, code, sizeof(code));
+    res->outcome = CHAN_UNKNOWN;
+    if (c.rc != CURLE_OK) {
+        /* unknown, as for a charge */
+    } else if (c.status == 200) {
+        json_t *o = json_loads(c.answer ? c.answer : "", 0, NULL);
+        const char *status = json_string_value(json_object_get(o, "status"));
+        const char *id = json_string_value(json_object_get(o, "refund_id"));
+        if (status && strcmp(status, "succeeded") == 0 && id &&
+            strlen(id) <= CHANNEL_TXN_ID_MAX) {
+            res->outcome = CHAN_SUCCEEDED;
+            snprintf(res->txn_id, sizeof(res->txn_id), "%s", id);
+        }
+        json_decref(o);
+    } else if (c.status == 404 || (c.status == 409 && (strcmp(code, "charge_not_refundable") == 0 ||
+                                                       strcmp(code, "refund_exceeds_charge") == 0))) {
+        res->outcome = CHAN_DECLINED;
+        snprintf(res->code, sizeof(res->code), "%s", c.status == 404 ? "charge_not_found" : code);
+        snprintf(res->message, sizeof(res->message), "The channel refused the refund.");
+    } else if (c.status >= 400 && c.status < 600 && c.status != 409) {
+        res->outcome = CHAN_ERROR;
+    }
+    free(c.body);
+    free(c.answer);
+}
+
+/* GET /v1/statements?date=D: JSON lines, the items then a summary line
+ * (always last: without it the answer was cut short). */
+static int http_statement(channel *ch, const char *date, struct chan_statement *out, char *err,
+                          size_t err_size)
+{
+    struct http_channel *h = (struct http_channel *)ch;
+    memset(out, 0, sizeof(*out));
+    struct call c = {.max_bytes = STATEMENT_MAX_BYTES, .timeout_ms = STATEMENT_TIMEOUT_MS};
+    char path[64];
+    snprintf(path, sizeof(path), "/v1/statements?date=%.10s", date);
+    perform(h, &c, path);
+    int rc = -1;
+    if (c.rc != CURLE_OK) {
+        snprintf(err, err_size, "%s: %s", h->url, curl_easy_strerror(c.rc));
+        goto out;
+    }
+    if (c.status != 200) {
+        snprintf(err, err_size, "%s%s: HTTP %ld %.200s", h->url, path, c.status,
+                 c.answer ? c.answer : "");
+        goto out;
+    }
+    int cap = 0;
+    bool summary = false;
+    for (char *line = c.answer, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        json_t *o = json_loads(line, 0, NULL);
+        const char *type = json_string_value(json_object_get(o, "type"));
+        if (type && strcmp(type, "summary") == 0) {
+            summary = true;
+            out->complete = json_is_true(json_object_get(o, "complete"));
+        } else if (type && (strcmp(type, "charge") == 0 || strcmp(type, "refund") == 0)) {
+            if (out->count == cap) {
+                cap = cap ? cap * 2 : 64;
+                out->items = xrealloc(out->items, (size_t)cap * sizeof(*out->items));
+            }
+            struct chan_statement_item *it = &out->items[out->count++];
+            memset(it, 0, sizeof(*it));
+            it->refund = type[0] == 'r';
+            const char *no = json_string_value(
+                json_object_get(o, it->refund ? "out_refund_no" : "out_trade_no"));
+            const char *charge = json_string_value(json_object_get(o, "out_trade_no"));
+            const char *id = json_string_value(
+                json_object_get(o, it->refund ? "refund_id" : "trade_no"));
+            const char *cur = json_string_value(json_object_get(o, "currency"));
+            snprintf(it->number, sizeof(it->number), "%s", no ? no : "");
+            snprintf(it->charge_number, sizeof(it->charge_number), "%s", charge ? charge : "");
+            snprintf(it->channel_id, sizeof(it->channel_id), "%s", id ? id : "");
+            snprintf(it->currency, sizeof(it->currency), "%s", cur ? cur : "");
+            it->amount_minor = json_integer_value(json_object_get(o, "amount"));
+        }
+        json_decref(o);
+    }
+    if (!summary) {
+        snprintf(err, err_size, "%s%s: the statement has no summary line (cut short?)", h->url,
+                 path);
+        chan_statement_free(out);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(c.answer);
+    return rc;
+}
+
 static void http_free(channel *ch)
 {
     struct http_channel *h = (struct http_channel *)ch;
@@ -289,6 +408,8 @@ static const struct channel_backend http_backend = {
     .type = "http",
     .charge = http_charge,
     .query = http_query,
+    .refund = http_refund,
+    .statement = http_statement,
     .free = http_free,
 };
 
@@ -305,6 +426,7 @@ channel *channel_http_new(const struct conf_channel *cc, char *err, size_t err_s
         n--;
     snprintf(h->url, sizeof(h->url), "%.*s", (int)n, cc->url);
     snprintf(h->secret, sizeof(h->secret), "%s", cc->secret);
+    snprintf(h->notify_url, sizeof(h->notify_url), "%s", cc->notify_url);
     pthread_mutex_init(&h->mu, NULL);
     h->multi = curl_multi_init();
     if (!h->multi || pthread_create(&h->thread, NULL, loop_main, h) != 0) {

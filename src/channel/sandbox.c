@@ -5,7 +5,9 @@
  * journal of charges (SQLite, synchronous=FULL, in the data directory) keyed
  * by the merchant's serial number, refuses to charge one serial number twice
  * (a repeated charge returns the first outcome and charges nothing), and
- * answers queries by serial number. Its behaviour is chosen by the method:
+ * answers queries by serial number. It refunds succeeded charges, partly
+ * or fully, deduplicated by the refund number, never past the charge's
+ * amount. Its behaviour is chosen by the method:
  *
  *   ok        charged, succeeds
  *   declined  refused: card_declined (journaled, nothing charged)
@@ -37,13 +39,14 @@
 static const char *const sandbox_methods[] = {"ok", "declined", "slow", "unknown", "error",
                                               NULL};
 
-enum journal_kind { J_CHARGE, J_QUERY };
+enum journal_kind { J_CHARGE, J_QUERY, J_REFUND };
 
 /* One request waiting for the journal; lives on its caller's stack. */
 struct pending {
     enum journal_kind kind;
     const char *serial_no;
     const struct chan_request *req; /* J_CHARGE */
+    const struct chan_refund_request *refund; /* J_REFUND */
     bool succeed;                   /* J_CHARGE: charged (true) or declined */
     struct chan_result *res;
     bool done;
@@ -52,13 +55,23 @@ struct pending {
 
 struct sandbox {
     channel base;
+    char path[1200];
     sqlite3 *db;
     sqlite3_stmt *insert, *select, *begin, *commit, *rollback;
+    sqlite3_stmt *refund_find, *refund_left, *refund_insert;
     pthread_mutex_t mu;
     pthread_cond_t cond;
     struct pending *head, **tail;
     bool leader_active;
 };
+
+static void declined(struct chan_result *res, const char *code, const char *message)
+{
+    memset(res, 0, sizeof(*res));
+    res->outcome = CHAN_DECLINED;
+    snprintf(res->code, sizeof(res->code), "%s", code);
+    snprintf(res->message, sizeof(res->message), "%s", message);
+}
 
 static void result_from_row(sqlite3_stmt *st, struct chan_result *res)
 {
@@ -69,9 +82,7 @@ static void result_from_row(sqlite3_stmt *st, struct chan_result *res)
         res->outcome = CHAN_SUCCEEDED;
         snprintf(res->txn_id, sizeof(res->txn_id), "%s", txn ? txn : "");
     } else {
-        res->outcome = CHAN_DECLINED;
-        snprintf(res->code, sizeof(res->code), "card_declined");
-        snprintf(res->message, sizeof(res->message), "The card was declined.");
+        declined(res, "card_declined", "The card was declined.");
     }
 }
 
@@ -88,8 +99,79 @@ static bool journal_find(struct sandbox *sb, const char *serial_no, struct chan_
     return rc == SQLITE_ROW;
 }
 
+/* A refund, as paysim makes one: the same number again answers the first
+ * refund; refused when the charge is missing, declined, or would be
+ * refunded past its amount. */
+static void run_refund(struct sandbox *sb, struct pending *p)
+{
+    const struct chan_refund_request *q = p->refund;
+    struct chan_result *res = p->res;
+    memset(res, 0, sizeof(*res));
+    sqlite3_stmt *st = sb->refund_find;
+    sqlite3_bind_text(st, 1, q->refund_no, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        bool same = strcmp((const char *)sqlite3_column_text(st, 1), q->serial_no) == 0 &&
+                    sqlite3_column_int64(st, 2) == q->amount_minor;
+        if (same) {
+            res->outcome = CHAN_SUCCEEDED;
+            snprintf(res->txn_id, sizeof(res->txn_id), "%s", sqlite3_column_text(st, 0));
+        } else {
+            declined(res, "duplicate_refund_no", "This refund number was used differently.");
+        }
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        if (rc != SQLITE_ROW)
+            res->outcome = CHAN_ERROR;
+        return;
+    }
+    /* What the charge has left: NULL when there is no succeeded charge. */
+    st = sb->refund_left;
+    sqlite3_bind_text(st, 1, q->serial_no, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    bool charged = rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL;
+    int64_t left = charged ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) {
+        res->outcome = CHAN_ERROR;
+        return;
+    }
+    if (!charged) {
+        declined(res, "charge_not_refundable", "No succeeded charge has this serial number.");
+        return;
+    }
+    if (left < q->amount_minor) {
+        declined(res, "refund_exceeds_charge", "The refunds would exceed the charge.");
+        return;
+    }
+    char id[CHANNEL_TXN_ID_MAX + 1] = "sbr_";
+    uint8_t rnd[12];
+    rand_bytes(rnd, sizeof(rnd));
+    hex_encode(rnd, sizeof(rnd), id + 4);
+    st = sb->refund_insert;
+    sqlite3_bind_text(st, 1, q->refund_no, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, q->serial_no, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, q->amount_minor);
+    sqlite3_bind_text(st, 4, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, clock_wall_ms());
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) {
+        res->outcome = CHAN_ERROR;
+        return;
+    }
+    res->outcome = CHAN_SUCCEEDED;
+    snprintf(res->txn_id, sizeof(res->txn_id), "%s", id);
+}
+
 static void run_one(struct sandbox *sb, struct pending *p)
 {
+    if (p->kind == J_REFUND) {
+        run_refund(sb, p);
+        return;
+    }
     bool failed = false;
     if (journal_find(sb, p->serial_no, p->res, &failed))
         return; /* known serial: its first outcome, nothing new charged */
@@ -131,9 +213,7 @@ static void run_one(struct sandbox *sb, struct pending *p)
         p->res->outcome = CHAN_SUCCEEDED;
         snprintf(p->res->txn_id, sizeof(p->res->txn_id), "%s", txn);
     } else {
-        p->res->outcome = CHAN_DECLINED;
-        snprintf(p->res->code, sizeof(p->res->code), "card_declined");
-        snprintf(p->res->message, sizeof(p->res->message), "The card was declined.");
+        declined(p->res, "card_declined", "The card was declined.");
     }
 }
 
@@ -236,6 +316,76 @@ static void sandbox_query(channel *ch, const char *serial_no, struct chan_result
     journal((struct sandbox *)ch, &p);
 }
 
+static void sandbox_refund(channel *ch, const struct chan_refund_request *req,
+                           struct chan_result *res)
+{
+    struct pending p = {.kind = J_REFUND, .serial_no = req->serial_no, .refund = req,
+                        .res = res};
+    journal((struct sandbox *)ch, &p);
+}
+
+/* The statement, from the journal on a connection of its own (the
+ * journal's writer may be in a transaction). Numbers and ids are the
+ * sandbox's: serial_no and txn_id, refund_no and refund_id. */
+static int sandbox_statement(channel *ch, const char *date, struct chan_statement *out,
+                             char *err, size_t err_size)
+{
+    struct sandbox *sb = (struct sandbox *)ch;
+    memset(out, 0, sizeof(*out));
+    int64_t from;
+    if (date_parse(date, &from) != 0) {
+        snprintf(err, err_size, "not a date: %s", date);
+        return -1;
+    }
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_open_v2(sb->path, &db, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 10000);
+        rc = sqlite3_prepare_v2(
+            db,
+            "SELECT 0, serial_no, serial_no, txn_id, amount, currency, created_ms FROM charges"
+            " WHERE status = 'succeeded' AND created_ms >= ?1 AND created_ms < ?2 UNION ALL"
+            " SELECT 1, r.refund_no, r.serial_no, r.refund_id, r.amount, c.currency, r.created_ms"
+            " FROM refunds r JOIN charges c USING (serial_no) WHERE r.created_ms >= ?1 AND"
+            " r.created_ms < ?2 ORDER BY 7, 1",
+            -1, &st, NULL);
+    }
+    int cap = 0;
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, from);
+        sqlite3_bind_int64(st, 2, from + DAY_MS);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            if (out->count == cap) {
+                cap = cap ? cap * 2 : 64;
+                out->items = xrealloc(out->items, (size_t)cap * sizeof(*out->items));
+            }
+            struct chan_statement_item *it = &out->items[out->count++];
+            memset(it, 0, sizeof(*it));
+            it->refund = sqlite3_column_int(st, 0) != 0;
+            snprintf(it->number, sizeof(it->number), "%s", sqlite3_column_text(st, 1));
+            snprintf(it->charge_number, sizeof(it->charge_number), "%s",
+                     sqlite3_column_text(st, 2));
+            snprintf(it->channel_id, sizeof(it->channel_id), "%s",
+                     sqlite3_column_text(st, 3) ? (const char *)sqlite3_column_text(st, 3) : "");
+            it->amount_minor = sqlite3_column_int64(st, 4);
+            snprintf(it->currency, sizeof(it->currency), "%s", sqlite3_column_text(st, 5));
+            it->time_ms = sqlite3_column_int64(st, 6);
+        }
+        if (rc == SQLITE_DONE)
+            rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_OK) {
+        snprintf(err, err_size, "sandbox journal %s: %s", sb->path,
+                 db ? sqlite3_errmsg(db) : "cannot open");
+        chan_statement_free(out);
+    }
+    out->complete = clock_wall_ms() >= from + DAY_MS;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
 static void sandbox_free(channel *ch)
 {
     struct sandbox *sb = (struct sandbox *)ch;
@@ -246,6 +396,9 @@ static void sandbox_free(channel *ch)
     sqlite3_finalize(sb->begin);
     sqlite3_finalize(sb->commit);
     sqlite3_finalize(sb->rollback);
+    sqlite3_finalize(sb->refund_find);
+    sqlite3_finalize(sb->refund_left);
+    sqlite3_finalize(sb->refund_insert);
     sqlite3_close(sb->db);
     pthread_mutex_destroy(&sb->mu);
     pthread_cond_destroy(&sb->cond);
@@ -256,6 +409,8 @@ static const struct channel_backend sandbox_backend = {
     .type = "sandbox",
     .charge = sandbox_charge,
     .query = sandbox_query,
+    .refund = sandbox_refund,
+    .statement = sandbox_statement,
     .free = sandbox_free,
 };
 
@@ -286,13 +441,14 @@ channel *channel_sandbox_new(const struct conf_channel *cc, const char *data_dir
     pthread_mutex_init(&sb->mu, NULL);
     pthread_cond_init(&sb->cond, NULL);
 
-    char path[1200];
+    char *path = sb->path;
+    size_t path_size = sizeof(sb->path);
     if (cc->journal[0])
-        snprintf(path, sizeof(path), "%s", cc->journal);
+        snprintf(path, path_size, "%s", cc->journal);
     else if (strcmp(cc->name, "sandbox") == 0)
-        snprintf(path, sizeof(path), "%s/sandbox.db", data_dir);
+        snprintf(path, path_size, "%s/sandbox.db", data_dir);
     else
-        snprintf(path, sizeof(path), "%s/sandbox-%s.db", data_dir, cc->name);
+        snprintf(path, path_size, "%s/sandbox-%s.db", data_dir, cc->name);
     if (sqlite3_open_v2(path, &sb->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                         NULL) != SQLITE_OK)
@@ -310,7 +466,14 @@ channel *channel_sandbox_new(const struct conf_channel *cc, const char *data_dir
                               " amount INTEGER NOT NULL, currency TEXT NOT NULL,"
                               " method TEXT NOT NULL,"
                               " status TEXT NOT NULL CHECK (status IN ('succeeded','declined')),"
-                              " txn_id TEXT, created_ms INTEGER NOT NULL) WITHOUT ROWID;",
+                              " txn_id TEXT, created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+                              "CREATE TABLE IF NOT EXISTS refunds(refund_no TEXT PRIMARY KEY,"
+                              " serial_no TEXT NOT NULL REFERENCES charges(serial_no),"
+                              " amount INTEGER NOT NULL CHECK (amount > 0),"
+                              " refund_id TEXT NOT NULL, created_ms INTEGER NOT NULL)"
+                              " WITHOUT ROWID;"
+                              "CREATE INDEX IF NOT EXISTS refunds_by_charge"
+                              " ON refunds(serial_no);",
                               NULL, NULL, NULL)) == SQLITE_BUSY &&
            clock_mono_ms() < deadline_ms)
         sleep_ms(SETUP_RETRY_MS);
@@ -324,7 +487,20 @@ channel *channel_sandbox_new(const struct conf_channel *cc, const char *data_dir
                            -1, &sb->select, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(sb->db, "BEGIN IMMEDIATE", -1, &sb->begin, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(sb->db, "COMMIT", -1, &sb->commit, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(sb->db, "ROLLBACK", -1, &sb->rollback, NULL) != SQLITE_OK)
+        sqlite3_prepare_v2(sb->db, "ROLLBACK", -1, &sb->rollback, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(sb->db,
+                           "SELECT refund_id, serial_no, amount FROM refunds WHERE"
+                           " refund_no = ?1",
+                           -1, &sb->refund_find, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(sb->db,
+                           "SELECT (SELECT amount FROM charges WHERE serial_no = ?1 AND"
+                           " status = 'succeeded') - (SELECT coalesce(sum(amount), 0) FROM"
+                           " refunds WHERE serial_no = ?1)",
+                           -1, &sb->refund_left, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(sb->db,
+                           "INSERT INTO refunds(refund_no, serial_no, amount, refund_id,"
+                           " created_ms) VALUES (?1,?2,?3,?4,?5)",
+                           -1, &sb->refund_insert, NULL) != SQLITE_OK)
         goto out_fail;
     return &sb->base;
 

@@ -51,8 +51,10 @@ enum metric_kind {
       "Payments that reached a final status, by channel and status.")                       \
     X(M_PAYMENT_DURATION, "payd_payment_duration_seconds", METRIC_TIME_HISTOGRAM,           \
       DIM_CHANNEL, DIM_NONE, "Time from a payment's acceptance to its final status.")       \
+    X(M_REFUNDS_FINAL, "payd_refunds_total", METRIC_COUNTER, DIM_CHANNEL, DIM_FINAL,         \
+      "Refunds that reached a final status, by channel and status.")                        \
     X(M_CHANNEL_CALLS, "payd_channel_calls_total", METRIC_COUNTER, DIM_CHANNEL, DIM_OUTCOME, \
-      "Calls to a channel (charges and queries), by outcome.")                              \
+      "Calls to a channel (charges, queries, refunds), by outcome.")                        \
     X(M_CHANNEL_CALL_DURATION, "payd_channel_call_duration_seconds", METRIC_TIME_HISTOGRAM, \
       DIM_CHANNEL, DIM_NONE, "Time a channel took to answer a call.")                       \
     X(M_BREAKER_STATE, "payd_breaker_state", METRIC_GAUGE, DIM_CHANNEL, DIM_NONE,            \

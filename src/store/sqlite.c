@@ -54,6 +54,8 @@ static const char schema_sql[] =
     "  failure_message TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL)"
     "  WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS payments_by_order ON payments(order_id, created_ms);"
+    "CREATE INDEX IF NOT EXISTS orders_pending ON orders(created_ms)"
+    "  WHERE status = 'pending_payment';"
     "CREATE UNIQUE INDEX IF NOT EXISTS payments_one_succeeded ON payments(order_id)"
     "  WHERE status = 'succeeded';"
     "CREATE UNIQUE INDEX IF NOT EXISTS payments_one_processing ON payments(order_id)"
@@ -73,6 +75,51 @@ static const char schema_sql[] =
     "  amount INTEGER NOT NULL, currency TEXT NOT NULL, created_ms INTEGER NOT NULL,"
     "  PRIMARY KEY (transfer_id, account)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS ledger_by_account ON ledger_entries(account, currency);"
+    "CREATE TABLE IF NOT EXISTS refunds("
+    "  id TEXT PRIMARY KEY, payment_id TEXT NOT NULL REFERENCES payments(id),"
+    "  order_id TEXT NOT NULL, merchant_id TEXT NOT NULL,"
+    "  amount INTEGER NOT NULL CHECK (amount > 0), currency TEXT NOT NULL,"
+    "  channel TEXT NOT NULL, payment_serial_no TEXT NOT NULL, reason TEXT,"
+    "  status TEXT NOT NULL CHECK (status IN ('processing','succeeded','failed')),"
+    "  refund_no TEXT NOT NULL UNIQUE, channel_refund_id TEXT, failure_code TEXT,"
+    "  failure_message TEXT, automatic INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_attempt_ms INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS refunds_by_payment ON refunds(payment_id, created_ms);"
+    "CREATE INDEX IF NOT EXISTS refunds_due ON refunds(next_attempt_ms)"
+    "  WHERE status = 'processing';"
+    /* What makes refunding more than was captured impossible. */
+    "CREATE TABLE IF NOT EXISTS refund_totals("
+    "  payment_id TEXT PRIMARY KEY REFERENCES payments(id), captured INTEGER NOT NULL,"
+    "  reserved INTEGER NOT NULL DEFAULT 0, refunded INTEGER NOT NULL DEFAULT 0,"
+    "  CHECK (0 <= refunded AND refunded <= reserved AND reserved <= captured))"
+    "  WITHOUT ROWID;"
+    /* Signatures of the channels' notifications, so that one is applied once. */
+    "CREATE TABLE IF NOT EXISTS channel_notifications("
+    "  signature TEXT PRIMARY KEY, channel TEXT NOT NULL, notify_id TEXT NOT NULL,"
+    "  received_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS channel_notifications_age"
+    "  ON channel_notifications(received_ms);"
+    /* Merchants' webhook endpoints, and the events to deliver to them. */
+    "CREATE TABLE IF NOT EXISTS webhooks("
+    "  merchant_id TEXT PRIMARY KEY REFERENCES merchants(id), url TEXT NOT NULL,"
+    "  secret TEXT NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS events("
+    "  id TEXT PRIMARY KEY, merchant_id TEXT NOT NULL, type TEXT NOT NULL,"
+    "  object_id TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('pending','delivered','failed')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_attempt_ms INTEGER NOT NULL,"
+    "  last_status INTEGER, last_error TEXT, created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS events_due ON events(next_attempt_ms) WHERE state = 'pending';"
+    /* Reconciliation reports (payctl reconcile). */
+    "CREATE TABLE IF NOT EXISTS reconciliations("
+    "  id INTEGER PRIMARY KEY, date TEXT NOT NULL, channel TEXT NOT NULL,"
+    "  run_ms INTEGER NOT NULL, differences INTEGER NOT NULL, report TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS payments_by_channel_created ON payments(channel, created_ms)"
+    "  WHERE status = 'succeeded';"
+    "CREATE INDEX IF NOT EXISTS refunds_by_channel_created ON refunds(channel, created_ms)"
+    "  WHERE status = 'succeeded';"
     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');";
 
 #define ORDER_COLS "id, merchant_id, merchant_order_no, amount, currency, description, status," \
@@ -80,6 +127,9 @@ static const char schema_sql[] =
 #define PAYMENT_COLS "id, order_id, merchant_id, amount, currency, channel, method, status,"   \
                      " serial_no, channel_txn_id, failure_code, failure_message, created_ms,"   \
                      " updated_ms"
+#define REFUND_COLS "id, payment_id, order_id, merchant_id, amount, currency, channel,"         \
+                    " payment_serial_no, reason, status, refund_no, channel_refund_id,"         \
+                    " failure_code, failure_message, automatic, attempts, created_ms, updated_ms"
 
 /* Write statements, prepared once on the writer connection. */
 enum wstmt {
@@ -110,6 +160,31 @@ enum wstmt {
     W_MERCHANT_INSERT,
     W_MERCHANT_ROTATE,
     W_PAYMENT_GET,
+    W_REFUND_TOTALS_INIT,
+    W_REFUND_TOTALS_GET,
+    W_REFUND_RESERVE,
+    W_REFUND_INSERT,
+    W_REFUND_CLAIM,
+    W_REFUND_FINISH,
+    W_REFUND_GET,
+    W_REFUND_SETTLE,
+    W_REFUND_RELEASE,
+    W_REFUND_ORDER,
+    W_REFUND_RETRY,
+    W_NOTIFY_INSERT,
+    W_ORDER_CLOSE_EXPIRED,
+    W_RECONCILIATION_INSERT,
+    W_EVENT_INSERT,
+    W_WEBHOOK_UPSERT,
+    W_WEBHOOK_DELETE,
+    W_WEBHOOK_GET,
+    W_EVENT_CLAIM,
+    W_EVENT_DELIVERED,
+    W_EVENT_RETRY,
+    W_EVENT_FAILED,
+    W_NOTIFY_PURGE,
+    W_PAYMENT_BY_SERIAL,
+    W_REFUND_BY_NO,
     W_COUNT
 };
 
@@ -164,6 +239,65 @@ static const char *const wsql[W_COUNT] = {
                           " (?1,?2,?3,?4)",
     [W_MERCHANT_ROTATE] = "UPDATE merchants SET key_hash = ?2 WHERE name = ?1",
     [W_PAYMENT_GET] = "SELECT " PAYMENT_COLS " FROM payments WHERE id = ?1",
+    [W_REFUND_TOTALS_INIT] = "INSERT OR IGNORE INTO refund_totals(payment_id, captured)"
+                             " VALUES (?1, ?2)",
+    [W_REFUND_TOTALS_GET] = "SELECT captured - reserved FROM refund_totals WHERE"
+                            " payment_id = ?1",
+    [W_REFUND_RESERVE] = "UPDATE refund_totals SET reserved = reserved + ?2 WHERE"
+                         " payment_id = ?1",
+    [W_REFUND_INSERT] =
+        "INSERT INTO refunds(id, payment_id, order_id, merchant_id, amount, currency, channel,"
+        " payment_serial_no, reason, status, refund_no, automatic, attempts, next_attempt_ms,"
+        " created_ms, updated_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,'processing',?10,?11,0,"
+        "?12,?12,?12)",
+    [W_REFUND_CLAIM] = "UPDATE refunds SET next_attempt_ms = ?2, attempts = attempts + 1"
+                       " WHERE id IN (SELECT id FROM refunds WHERE status = 'processing' AND"
+                       " next_attempt_ms <= ?1 ORDER BY next_attempt_ms LIMIT ?3)"
+                       " RETURNING " REFUND_COLS,
+    [W_REFUND_FINISH] =
+        "UPDATE refunds SET status = ?2, channel_refund_id = ?3, failure_code = ?4,"
+        " failure_message = ?5, updated_ms = ?6 WHERE id = ?1 AND status = 'processing'"
+        " RETURNING payment_id, order_id, merchant_id, amount, currency, channel",
+    [W_REFUND_GET] = "SELECT " REFUND_COLS " FROM refunds WHERE id = ?1",
+    [W_REFUND_SETTLE] = "UPDATE refund_totals SET refunded = refunded + ?2 WHERE"
+                        " payment_id = ?1 RETURNING refunded = captured",
+    [W_REFUND_RELEASE] = "UPDATE refund_totals SET reserved = reserved - ?2 WHERE"
+                         " payment_id = ?1",
+    [W_REFUND_ORDER] = "UPDATE orders SET status = ?2, updated_ms = ?3 WHERE id = ?1 AND"
+                       " status IN ('paid', 'partially_refunded')",
+    [W_REFUND_RETRY] = "UPDATE refunds SET next_attempt_ms = ?2 WHERE id = ?1 AND"
+                       " status = 'processing'",
+    [W_NOTIFY_INSERT] = "INSERT INTO channel_notifications(signature, channel, notify_id,"
+                        " received_ms) VALUES (?1,?2,?3,?4)",
+    [W_ORDER_CLOSE_EXPIRED] = "UPDATE orders SET status = 'closed', updated_ms = ?2 WHERE id IN"
+                              " (SELECT id FROM orders WHERE status = 'pending_payment' AND"
+                              " created_ms < ?1 ORDER BY created_ms LIMIT ?3)",
+    [W_EVENT_INSERT] = "INSERT OR IGNORE INTO events(id, merchant_id, type, object_id, state,"
+                       " attempts, next_attempt_ms, created_ms, updated_ms) SELECT 'evt_' || ?1,"
+                       " ?2, ?3, ?1, 'pending', 0, ?4, ?4, ?4 FROM webhooks WHERE"
+                       " merchant_id = ?2",
+    [W_WEBHOOK_UPSERT] = "INSERT INTO webhooks(merchant_id, url, secret, updated_ms) VALUES"
+                         " (?1,?2,?3,?4) ON CONFLICT (merchant_id) DO UPDATE SET"
+                         " url = excluded.url, secret = excluded.secret,"
+                         " updated_ms = excluded.updated_ms",
+    [W_WEBHOOK_DELETE] = "DELETE FROM webhooks WHERE merchant_id = ?1",
+    [W_WEBHOOK_GET] = "SELECT url, secret FROM webhooks WHERE merchant_id = ?1",
+    [W_EVENT_CLAIM] = "UPDATE events SET next_attempt_ms = ?2, attempts = attempts + 1"
+                      " WHERE id IN (SELECT id FROM events WHERE state = 'pending' AND"
+                      " next_attempt_ms <= ?1 ORDER BY next_attempt_ms LIMIT ?3)"
+                      " RETURNING id, merchant_id, type, object_id, attempts, created_ms",
+    [W_EVENT_DELIVERED] = "UPDATE events SET state = 'delivered', last_status = ?2,"
+                          " last_error = NULL, updated_ms = ?3 WHERE id = ?1 AND"
+                          " state = 'pending'",
+    [W_EVENT_RETRY] = "UPDATE events SET next_attempt_ms = ?5, last_status = ?2,"
+                      " last_error = ?4, updated_ms = ?3 WHERE id = ?1 AND state = 'pending'",
+    [W_EVENT_FAILED] = "UPDATE events SET state = 'failed', last_status = ?2, last_error = ?4,"
+                       " updated_ms = ?3 WHERE id = ?1 AND state = 'pending'",
+    [W_RECONCILIATION_INSERT] = "INSERT INTO reconciliations(date, channel, run_ms,"
+                                " differences, report) VALUES (?1,?2,?3,?4,?5)",
+    [W_NOTIFY_PURGE] = "DELETE FROM channel_notifications WHERE received_ms < ?1",
+    [W_PAYMENT_BY_SERIAL] = "SELECT " PAYMENT_COLS " FROM payments WHERE serial_no = ?1",
+    [W_REFUND_BY_NO] = "SELECT " REFUND_COLS " FROM refunds WHERE refund_no = ?1",
 };
 
 /* Read statements, prepared on each reader connection when first used. */
@@ -181,6 +315,15 @@ enum rstmt {
     R_LEDGER_IMBALANCE,
     R_OUTBOX_NEXT,
     R_PING,
+    R_REFUND_GET,
+    R_REFUND_LIST,
+    R_REFUND_NEXT,
+    R_WEBHOOK_GET,
+    R_EVENT_NEXT,
+    R_PAYMENT_BY_SERIAL,
+    R_REFUND_BY_NO,
+    R_PAYMENTS_SUCCEEDED,
+    R_REFUNDS_SUCCEEDED,
     R_COUNT
 };
 
@@ -203,11 +346,30 @@ static const char *const rsql[R_COUNT] = {
                            " (SELECT sum(amount) AS t FROM ledger_entries GROUP BY currency)",
     [R_OUTBOX_NEXT] = "SELECT min(available_ms) FROM outbox",
     [R_PING] = "SELECT 1",
+    [R_REFUND_GET] = "SELECT " REFUND_COLS " FROM refunds WHERE id = ?1 AND merchant_id = ?2",
+    [R_REFUND_LIST] = "SELECT " REFUND_COLS " FROM refunds WHERE payment_id = ?1 AND"
+                      " merchant_id = ?2 ORDER BY created_ms, id",
+    [R_REFUND_NEXT] = "SELECT min(next_attempt_ms) FROM refunds WHERE status = 'processing'",
+    [R_WEBHOOK_GET] = "SELECT merchant_id, url, secret, updated_ms FROM webhooks WHERE"
+                      " merchant_id = ?1",
+    [R_EVENT_NEXT] = "SELECT min(next_attempt_ms) FROM events WHERE state = 'pending'",
+    [R_PAYMENT_BY_SERIAL] = "SELECT " PAYMENT_COLS " FROM payments WHERE serial_no = ?1",
+    [R_REFUND_BY_NO] = "SELECT " REFUND_COLS " FROM refunds WHERE refund_no = ?1",
+    [R_PAYMENTS_SUCCEEDED] = "SELECT " PAYMENT_COLS " FROM payments WHERE channel = ?1 AND"
+                             " status = 'succeeded' AND created_ms >= ?2 AND created_ms < ?3"
+                             " ORDER BY created_ms, id",
+    [R_REFUNDS_SUCCEEDED] = "SELECT " REFUND_COLS " FROM refunds WHERE channel = ?1 AND"
+                            " status = 'succeeded' AND created_ms >= ?2 AND created_ms < ?3"
+                            " ORDER BY created_ms, id",
 };
 
 /* How many idempotency records one purge operation deletes at most, so that
  * a purge never holds the writer for long. */
 #define PURGE_BATCH 5000
+
+/* How long the signature of a channel's notification is kept to refuse its
+ * replay: longer than the 300 s a timestamp stays fresh, either way. */
+#define NOTIFY_KEEP_MS (3600 * 1000)
 
 /* WAL frames after which the checkpointer copies the log into the database.
  * Checkpoints run on their own thread and connection, so the writer never
@@ -332,6 +494,32 @@ static void row_to_payment(sqlite3_stmt *st, struct payment *p)
     p->updated_ms = sqlite3_column_int64(st, 13);
 }
 
+static void row_to_refund(sqlite3_stmt *st, struct refund *r)
+{
+    memset(r, 0, sizeof(*r));
+    copy_col(st, 0, r->id, sizeof(r->id));
+    copy_col(st, 1, r->payment_id, sizeof(r->payment_id));
+    copy_col(st, 2, r->order_id, sizeof(r->order_id));
+    copy_col(st, 3, r->merchant_id, sizeof(r->merchant_id));
+    r->amount_minor = sqlite3_column_int64(st, 4);
+    copy_col(st, 5, r->currency, sizeof(r->currency));
+    copy_col(st, 6, r->channel, sizeof(r->channel));
+    copy_col(st, 7, r->payment_serial_no, sizeof(r->payment_serial_no));
+    r->has_reason = sqlite3_column_type(st, 8) != SQLITE_NULL;
+    copy_col(st, 8, r->reason, sizeof(r->reason));
+    char status[32];
+    copy_col(st, 9, status, sizeof(status));
+    PAYD_ASSERT(payment_status_parse(status, &r->status) == 0);
+    copy_col(st, 10, r->refund_no, sizeof(r->refund_no));
+    copy_col(st, 11, r->channel_refund_id, sizeof(r->channel_refund_id));
+    copy_col(st, 12, r->failure_code, sizeof(r->failure_code));
+    copy_col(st, 13, r->failure_message, sizeof(r->failure_message));
+    r->automatic = sqlite3_column_int(st, 14) != 0;
+    r->attempts = sqlite3_column_int64(st, 15);
+    r->created_ms = sqlite3_column_int64(st, 16);
+    r->updated_ms = sqlite3_column_int64(st, 17);
+}
+
 /* ---- write operations, each run inside its own savepoint ---- */
 
 static int op_order_create(struct sqlite_store *s, struct store_op *op)
@@ -365,7 +553,7 @@ static int op_order_create(struct sqlite_store *s, struct store_op *op)
 }
 
 /* Checks the caller's fencing token against the newest one the order has
- * seen and records it; with paid_ms > 0 also moves the order from
+ * seen and records it (fence < 0: no token, nothing checked); with paid_ms > 0 also moves the order from
  * pending_payment to paid. Reads the order's status, amount and currency.
  * (A SELECT and a plain UPDATE: an UPDATE ... RETURNING costs more here,
  * as SQLite buffers its rows in a temporary table.) */
@@ -391,6 +579,8 @@ static int fence_order(struct sqlite_store *s, const char *order_id, const char 
         return STORE_E_NOT_FOUND;
     if (rc != SQLITE_ROW)
         return STORE_E_IO;
+    if (fence < 0)
+        fence = stored_fence; /* a channel's notification: no token, none needed */
     if (stored_fence > fence)
         return STORE_E_STALE_FENCE;
     PAYD_ASSERT(order_status_parse(name, status) == 0);
@@ -409,6 +599,49 @@ static int fence_order(struct sqlite_store *s, const char *order_id, const char 
     return STORE_OK;
 }
 
+/* A statement of a text key ?1 and a number ?2. */
+static int op_simple_text(struct sqlite_store *s, enum wstmt w, const char *a, int64_t b)
+{
+    sqlite3_stmt *st = s->w[w];
+    bind_text(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    return step_done(st) == SQLITE_DONE ? STORE_OK : STORE_E_IO;
+}
+
+/* Reads the idempotency record of key into out; STORE_E_IDEM_EXISTS when
+ * there is one, STORE_OK when not. */
+static int idem_check(struct sqlite_store *s, const char *merchant_id, const char *key,
+                      struct idem_record *out)
+{
+    sqlite3_stmt *st = s->w[W_IDEM_GET];
+    bind_text(st, 1, merchant_id);
+    bind_text(st, 2, key);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        copy_col(st, 0, out->fingerprint, sizeof(out->fingerprint));
+        out->status = sqlite3_column_int(st, 1);
+        out->body = xstrdup((const char *)sqlite3_column_text(st, 2));
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == SQLITE_ROW)
+        return STORE_E_IDEM_EXISTS;
+    return rc == SQLITE_DONE ? STORE_OK : STORE_E_IO;
+}
+
+static int idem_insert(struct sqlite_store *s, const char *merchant_id, const char *key,
+                       const char *fingerprint, int status, const char *body, int64_t now_ms)
+{
+    sqlite3_stmt *st = s->w[W_IDEM_INSERT];
+    bind_text(st, 1, merchant_id);
+    bind_text(st, 2, key);
+    bind_text(st, 3, fingerprint);
+    sqlite3_bind_int(st, 4, status);
+    bind_text(st, 5, body);
+    sqlite3_bind_int64(st, 6, now_ms);
+    return step_done(st) == SQLITE_DONE ? STORE_OK : STORE_E_IO;
+}
+
 static int op_payment_create(struct sqlite_store *s, struct store_op *op)
 {
     const struct payment *p = &op->in.payment_create.payment;
@@ -416,24 +649,8 @@ static int op_payment_create(struct sqlite_store *s, struct store_op *op)
     sqlite3_stmt *st;
     int rc;
 
-    if (key) {
-        st = s->w[W_IDEM_GET];
-        bind_text(st, 1, p->merchant_id);
-        bind_text(st, 2, key);
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            struct idem_record *r = &op->out.idem;
-            copy_col(st, 0, r->fingerprint, sizeof(r->fingerprint));
-            r->status = sqlite3_column_int(st, 1);
-            r->body = xstrdup((const char *)sqlite3_column_text(st, 2));
-        }
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        if (rc == SQLITE_ROW)
-            return STORE_E_IDEM_EXISTS;
-        if (rc != SQLITE_DONE)
-            return STORE_E_IO;
-    }
+    if (key && (rc = idem_check(s, p->merchant_id, key, &op->out.idem)) != STORE_OK)
+        return rc;
 
     enum order_status status;
     int64_t amount_minor;
@@ -476,17 +693,10 @@ static int op_payment_create(struct sqlite_store *s, struct store_op *op)
     if (step_done(st) != SQLITE_DONE)
         return STORE_E_IO;
 
-    if (key) {
-        st = s->w[W_IDEM_INSERT];
-        bind_text(st, 1, p->merchant_id);
-        bind_text(st, 2, key);
-        bind_text(st, 3, op->in.payment_create.idem_fingerprint);
-        sqlite3_bind_int(st, 4, op->in.payment_create.idem_status);
-        bind_text(st, 5, op->in.payment_create.idem_body);
-        sqlite3_bind_int64(st, 6, p->created_ms);
-        if (step_done(st) != SQLITE_DONE)
-            return STORE_E_IO;
-    }
+    if (key)
+        return idem_insert(s, p->merchant_id, key, op->in.payment_create.idem_fingerprint,
+                           op->in.payment_create.idem_status, op->in.payment_create.idem_body,
+                           p->created_ms);
     return STORE_OK;
 }
 
@@ -522,22 +732,91 @@ static bool payment_final(struct sqlite_store *s, const char *payment_id)
     return final;
 }
 
-static int op_payment_finish(struct sqlite_store *s, struct store_op *op)
+/* The final event of a payment or refund, when its merchant has a webhook
+ * endpoint (else nothing). */
+static int add_event(struct sqlite_store *s, const char *object_id, const char *merchant_id,
+                     const char *type, int64_t now_ms)
 {
-    const struct payment *p = &op->in.payment_finish.payment;
+    sqlite3_stmt *st = s->w[W_EVENT_INSERT];
+    bind_text(st, 1, object_id);
+    bind_text(st, 2, merchant_id);
+    bind_text(st, 3, type);
+    sqlite3_bind_int64(st, 4, now_ms);
+    return step_done(st) == SQLITE_DONE ? STORE_OK : STORE_E_IO;
+}
+
+/* Reserves r's amount against what its payment captured (at most what is
+ * left: else STORE_E_EXCEEDS with *refundable set) and inserts the refund,
+ * processing and due at once. */
+static int reserve_refund(struct sqlite_store *s, const struct refund *r, int64_t captured,
+                          int64_t *refundable)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (op_simple_text(s, W_REFUND_TOTALS_INIT, r->payment_id, captured) != STORE_OK)
+        return STORE_E_IO;
+    st = s->w[W_REFUND_TOTALS_GET];
+    bind_text(st, 1, r->payment_id);
+    rc = sqlite3_step(st);
+    int64_t left = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_ROW)
+        return STORE_E_IO;
+    if (left < r->amount_minor) {
+        *refundable = left;
+        return STORE_E_EXCEEDS;
+    }
+    /* The CHECK on refund_totals stands behind the test above. */
+    if (op_simple_text(s, W_REFUND_RESERVE, r->payment_id, r->amount_minor) != STORE_OK)
+        return STORE_E_IO;
+
+    st = s->w[W_REFUND_INSERT];
+    bind_text(st, 1, r->id);
+    bind_text(st, 2, r->payment_id);
+    bind_text(st, 3, r->order_id);
+    bind_text(st, 4, r->merchant_id);
+    sqlite3_bind_int64(st, 5, r->amount_minor);
+    bind_text(st, 6, r->currency);
+    bind_text(st, 7, r->channel);
+    bind_text(st, 8, r->payment_serial_no);
+    bind_text(st, 9, r->has_reason ? r->reason : NULL);
+    bind_text(st, 10, r->refund_no);
+    sqlite3_bind_int(st, 11, r->automatic);
+    sqlite3_bind_int64(st, 12, r->created_ms);
+    if (step_done(st) != SQLITE_DONE)
+        return STORE_E_IO;
+    return STORE_OK;
+}
+
+/* Records a payment's final status, from processing (see store.h,
+ * payment_finish); late_id and late_no name the automatic refund of a
+ * charge that succeeded after its order closed, *late tells whether one was
+ * made. */
+static int finish_payment(struct sqlite_store *s, const struct payment *p, int64_t fence,
+                          const char *late_id, const char *late_no, bool *late)
+{
     PAYD_ASSERT(p->status == PAYMENT_SUCCEEDED || p->status == PAYMENT_FAILED);
     enum order_status order_status;
     int64_t amount_minor;
     char currency[4];
     bool ok = p->status == PAYMENT_SUCCEEDED;
+    *late = false;
     /* On success the order turns paid in the same statement that records
      * the token; the savepoint undoes it if the payment is already final. */
-    int rc = fence_order(s, p->order_id, p->merchant_id, op->in.payment_finish.fence,
-                         ok ? p->updated_ms : 0, &order_status, &amount_minor, currency);
-    if (rc == STORE_E_NOT_PAYABLE && payment_final(s, p->id))
-        return STORE_E_FINAL; /* a repeated outcome: the order was paid by it */
-    if (rc != STORE_OK)
+    int rc = fence_order(s, p->order_id, p->merchant_id, fence, ok ? p->updated_ms : 0,
+                         &order_status, &amount_minor, currency);
+    if (rc == STORE_E_NOT_PAYABLE) {
+        if (payment_final(s, p->id))
+            return STORE_E_FINAL; /* a repeated outcome: the order was paid by it */
+        if (order_status != ORDER_CLOSED)
+            return rc;
+        /* Charged after the order closed: the money moved, so it is
+         * recorded, and given back below. The order stays closed. */
+        *late = true;
+    } else if (rc != STORE_OK) {
         return rc;
+    }
     sqlite3_stmt *st = s->w[W_PAYMENT_FINISH];
     bind_text(st, 1, p->id);
     bind_text(st, 2, payment_status_name(p->status));
@@ -553,6 +832,9 @@ static int op_payment_finish(struct sqlite_store *s, struct store_op *op)
         return STORE_E_IO;
     if (sqlite3_changes(s->wdb) == 0)
         return STORE_E_FINAL;
+    if (add_event(s, p->id, p->merchant_id, ok ? "payment.succeeded" : "payment.failed",
+                  p->updated_ms) != STORE_OK)
+        return STORE_E_IO;
     if (!ok)
         return STORE_OK;
 
@@ -563,7 +845,278 @@ static int op_payment_finish(struct sqlite_store *s, struct store_op *op)
     if (ledger_transfer(s, p->id, clearing, merchant, p->amount_minor, p->currency,
                         p->updated_ms) != STORE_OK)
         return STORE_E_IO;
+    if (!*late)
+        return STORE_OK;
+    struct refund r;
+    refund_of_late_charge(p, late_id, late_no, &r);
+    int64_t left;
+    rc = reserve_refund(s, &r, p->amount_minor, &left);
+    return rc == STORE_OK ? STORE_OK : STORE_E_IO; /* nothing was refunded before */
+}
+
+static int op_refund_create(struct sqlite_store *s, struct store_op *op)
+{
+    const struct refund *r = &op->in.refund_create.refund;
+    const char *key = op->in.refund_create.idem_key;
+    int rc;
+    if (key && (rc = idem_check(s, r->merchant_id, key, &op->out.idem)) != STORE_OK)
+        return rc;
+
+    sqlite3_stmt *st = s->w[W_PAYMENT_GET];
+    bind_text(st, 1, r->payment_id);
+    rc = sqlite3_step(st);
+    struct payment p;
+    if (rc == SQLITE_ROW)
+        row_to_payment(st, &p);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == SQLITE_DONE)
+        return STORE_E_NOT_FOUND;
+    if (rc != SQLITE_ROW)
+        return STORE_E_IO;
+    if (strcmp(p.merchant_id, r->merchant_id) != 0 || strcmp(p.order_id, r->order_id) != 0 ||
+        strcmp(p.currency, r->currency) != 0 || strcmp(p.channel, r->channel) != 0 ||
+        strcmp(p.serial_no, r->payment_serial_no) != 0)
+        return STORE_E_NOT_FOUND;
+    if (p.status != PAYMENT_SUCCEEDED)
+        return STORE_E_NOT_REFUNDABLE;
+
+    if ((rc = reserve_refund(s, r, p.amount_minor, &op->out.refundable)) != STORE_OK)
+        return rc;
+    if (key)
+        return idem_insert(s, r->merchant_id, key, op->in.refund_create.idem_fingerprint,
+                           op->in.refund_create.idem_status, op->in.refund_create.idem_body,
+                           r->created_ms);
     return STORE_OK;
+}
+
+static int op_refund_claim(struct sqlite_store *s, struct store_op *op)
+{
+    int64_t now_ms = clock_wall_ms();
+    int max = op->in.refund_claim.max;
+    PAYD_ASSERT(max > 0 && max <= STORE_CLAIM_MAX);
+    sqlite3_stmt *st = s->w[W_REFUND_CLAIM];
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 2, now_ms + op->in.refund_claim.lease_ms);
+    sqlite3_bind_int(st, 3, max);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        PAYD_ASSERT(n < max);
+        row_to_refund(st, &op->in.refund_claim.refunds[n++]);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE)
+        return STORE_E_IO;
+    op->out.claimed = n;
+    return STORE_OK;
+}
+
+/* Records a refund's final status, from processing; see store.h. */
+static int finish_refund(struct sqlite_store *s, const struct refund *r)
+{
+    bool ok = r->status == PAYMENT_SUCCEEDED;
+    PAYD_ASSERT(ok || r->status == PAYMENT_FAILED);
+    sqlite3_stmt *st = s->w[W_REFUND_FINISH];
+    bind_text(st, 1, r->id);
+    bind_text(st, 2, payment_status_name(r->status));
+    bind_text(st, 3, ok ? r->channel_refund_id : NULL);
+    bind_text(st, 4, ok ? NULL : r->failure_code);
+    bind_text(st, 5, ok ? NULL : r->failure_message);
+    sqlite3_bind_int64(st, 6, r->updated_ms);
+    /* The refund as stored, not as the caller has it. */
+    struct refund stored = {0};
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        copy_col(st, 0, stored.payment_id, sizeof(stored.payment_id));
+        copy_col(st, 1, stored.order_id, sizeof(stored.order_id));
+        copy_col(st, 2, stored.merchant_id, sizeof(stored.merchant_id));
+        stored.amount_minor = sqlite3_column_int64(st, 3);
+        copy_col(st, 4, stored.currency, sizeof(stored.currency));
+        copy_col(st, 5, stored.channel, sizeof(stored.channel));
+        rc = sqlite3_step(st);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE)
+        return STORE_E_IO;
+    if (!stored.payment_id[0])
+        return STORE_E_FINAL;
+    if (add_event(s, r->id, stored.merchant_id, ok ? "refund.succeeded" : "refund.failed",
+                  r->updated_ms) != STORE_OK)
+        return STORE_E_IO;
+    if (!ok)
+        return op_simple_text(s, W_REFUND_RELEASE, stored.payment_id, stored.amount_minor);
+
+    st = s->w[W_REFUND_SETTLE];
+    bind_text(st, 1, stored.payment_id);
+    sqlite3_bind_int64(st, 2, stored.amount_minor);
+    rc = sqlite3_step(st);
+    bool full = rc == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+    if (rc == SQLITE_ROW)
+        rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE)
+        return STORE_E_IO;
+    /* The money goes back: the merchant pays the channel's clearing account. */
+    char clearing[64], merchant[64];
+    snprintf(clearing, sizeof(clearing), "clearing:%s", stored.channel);
+    snprintf(merchant, sizeof(merchant), "merchant:%s", stored.merchant_id);
+    if (ledger_transfer(s, r->id, merchant, clearing, stored.amount_minor, stored.currency,
+                        r->updated_ms) != STORE_OK)
+        return STORE_E_IO;
+    st = s->w[W_REFUND_ORDER];
+    bind_text(st, 1, stored.order_id);
+    bind_text(st, 2, order_status_name(full ? ORDER_REFUNDED : ORDER_PARTIALLY_REFUNDED));
+    sqlite3_bind_int64(st, 3, r->updated_ms);
+    return step_done(st) == SQLITE_DONE ? STORE_OK : STORE_E_IO;
+}
+
+/* The payment or refund a notification names, moved to succeeded. */
+static int op_notify_apply(struct sqlite_store *s, struct store_op *op)
+{
+    const char *number = op->in.notify.number;
+    sqlite3_stmt *st = s->w[W_NOTIFY_INSERT];
+    bind_text(st, 1, op->in.notify.signature);
+    bind_text(st, 2, op->in.notify.channel);
+    bind_text(st, 3, op->in.notify.notify_id);
+    sqlite3_bind_int64(st, 4, op->in.notify.received_ms);
+    int rc = step_done(st);
+    if (rc == SQLITE_CONSTRAINT)
+        return STORE_E_DUPLICATE;
+    if (rc != SQLITE_DONE)
+        return STORE_E_IO;
+
+    struct payment p;
+    struct refund r;
+    st = s->w[op->in.notify.refund ? W_REFUND_BY_NO : W_PAYMENT_BY_SERIAL];
+    bind_text(st, 1, number);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if (op->in.notify.refund)
+            row_to_refund(st, &r);
+        else
+            row_to_payment(st, &p);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == SQLITE_DONE)
+        return STORE_E_NOT_FOUND;
+    if (rc != SQLITE_ROW)
+        return STORE_E_IO;
+
+    const char *channel = op->in.notify.refund ? r.channel : p.channel;
+    int64_t amount = op->in.notify.refund ? r.amount_minor : p.amount_minor;
+    const char *currency = op->in.notify.refund ? r.currency : p.currency;
+    enum payment_status status = op->in.notify.refund ? r.status : p.status;
+    if (strcmp(channel, op->in.notify.channel) != 0)
+        return STORE_E_NOT_FOUND;
+    if (amount != op->in.notify.amount_minor || strcmp(currency, op->in.notify.currency) != 0)
+        return STORE_E_REUSED;
+    snprintf(op->out.notified.id, sizeof(op->out.notified.id), "%s",
+             op->in.notify.refund ? r.id : p.id);
+    snprintf(op->out.notified.order_id, sizeof(op->out.notified.order_id), "%s",
+             op->in.notify.refund ? r.order_id : p.order_id);
+    snprintf(op->out.notified.merchant_id, sizeof(op->out.notified.merchant_id), "%s",
+             op->in.notify.refund ? r.merchant_id : p.merchant_id);
+    op->out.notified.changed = false;
+    if (status == PAYMENT_SUCCEEDED)
+        return STORE_OK;
+    if (status == PAYMENT_FAILED)
+        return STORE_E_FINAL;
+    op->out.notified.changed = true;
+    int64_t now_ms = op->in.notify.received_ms;
+    if (op->in.notify.refund) {
+        r.status = PAYMENT_SUCCEEDED;
+        snprintf(r.channel_refund_id, sizeof(r.channel_refund_id), "%s", op->in.notify.txn_id);
+        r.updated_ms = now_ms;
+        return finish_refund(s, &r);
+    }
+    p.status = PAYMENT_SUCCEEDED;
+    snprintf(p.channel_txn_id, sizeof(p.channel_txn_id), "%s", op->in.notify.txn_id);
+    p.updated_ms = now_ms;
+    return finish_payment(s, &p, -1, op->in.notify.late_refund_id,
+                          op->in.notify.late_refund_no, &op->out.notified.late_refund);
+}
+
+static int op_webhook_set(struct sqlite_store *s, struct store_op *op)
+{
+    const struct webhook *w = &op->in.webhook_set;
+    sqlite3_stmt *st = s->w[w->url[0] ? W_WEBHOOK_UPSERT : W_WEBHOOK_DELETE];
+    bind_text(st, 1, w->merchant_id);
+    if (w->url[0]) {
+        bind_text(st, 2, w->url);
+        bind_text(st, 3, w->secret);
+        sqlite3_bind_int64(st, 4, w->updated_ms);
+    }
+    if (step_done(st) != SQLITE_DONE)
+        return STORE_E_IO;
+    return sqlite3_changes(s->wdb) > 0 ? STORE_OK : STORE_E_NOT_FOUND;
+}
+
+static int op_event_claim(struct sqlite_store *s, struct store_op *op)
+{
+    int64_t now_ms = clock_wall_ms();
+    int max = op->in.event_claim.max;
+    PAYD_ASSERT(max > 0 && max <= STORE_CLAIM_MAX);
+    sqlite3_stmt *st = s->w[W_EVENT_CLAIM];
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 2, now_ms + op->in.event_claim.lease_ms);
+    sqlite3_bind_int(st, 3, max);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        PAYD_ASSERT(n < max);
+        struct event *e = &op->in.event_claim.events[n++];
+        memset(e, 0, sizeof(*e));
+        copy_col(st, 0, e->id, sizeof(e->id));
+        copy_col(st, 1, e->merchant_id, sizeof(e->merchant_id));
+        copy_col(st, 2, e->type, sizeof(e->type));
+        copy_col(st, 3, e->object_id, sizeof(e->object_id));
+        e->attempts = sqlite3_column_int64(st, 4);
+        e->created_ms = sqlite3_column_int64(st, 5);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE)
+        return STORE_E_IO;
+    st = s->w[W_WEBHOOK_GET];
+    for (int i = 0; i < n; i++) {
+        struct event *e = &op->in.event_claim.events[i];
+        bind_text(st, 1, e->merchant_id);
+        rc = sqlite3_step(st);
+        e->has_endpoint = rc == SQLITE_ROW;
+        if (rc == SQLITE_ROW) {
+            copy_col(st, 0, e->url, sizeof(e->url));
+            copy_col(st, 1, e->secret, sizeof(e->secret));
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return STORE_E_IO;
+    }
+    op->out.claimed = n;
+    return STORE_OK;
+}
+
+static int op_event_finish(struct sqlite_store *s, struct store_op *op)
+{
+    int64_t now_ms = clock_wall_ms();
+    bool retry = !op->in.event_finish.delivered && op->in.event_finish.retry_in_ms >= 0;
+    enum wstmt w = op->in.event_finish.delivered ? W_EVENT_DELIVERED
+                   : retry                       ? W_EVENT_RETRY
+                                                 : W_EVENT_FAILED;
+    sqlite3_stmt *st = s->w[w];
+    bind_text(st, 1, op->in.event_finish.id);
+    if (op->in.event_finish.status > 0)
+        sqlite3_bind_int(st, 2, op->in.event_finish.status);
+    else
+        sqlite3_bind_null(st, 2);
+    sqlite3_bind_int64(st, 3, now_ms);
+    if (w != W_EVENT_DELIVERED)
+        bind_text(st, 4, op->in.event_finish.error);
+    if (retry)
+        sqlite3_bind_int64(st, 5, now_ms + op->in.event_finish.retry_in_ms);
+    return step_done(st) == SQLITE_DONE ? STORE_OK : STORE_E_IO;
 }
 
 static int op_payment_reroute(struct sqlite_store *s, struct store_op *op)
@@ -665,7 +1218,33 @@ static int run_op(struct sqlite_store *s, struct store_op *op)
     case STORE_OP_PAYMENT_CREATE:
         return op_payment_create(s, op);
     case STORE_OP_PAYMENT_FINISH:
-        return op_payment_finish(s, op);
+        return finish_payment(s, &op->in.payment_finish.payment, op->in.payment_finish.fence,
+                              op->in.payment_finish.late_refund_id,
+                              op->in.payment_finish.late_refund_no, &op->out.late_refund);
+    case STORE_OP_NOTIFY_APPLY:
+        return op_notify_apply(s, op);
+    case STORE_OP_WEBHOOK_SET:
+        return op_webhook_set(s, op);
+    case STORE_OP_RECONCILIATION_RECORD: {
+        sqlite3_stmt *st = s->w[W_RECONCILIATION_INSERT];
+        bind_text(st, 1, op->in.reconciliation.date);
+        bind_text(st, 2, op->in.reconciliation.channel);
+        sqlite3_bind_int64(st, 3, op->in.reconciliation.run_ms);
+        sqlite3_bind_int64(st, 4, op->in.reconciliation.differences);
+        bind_text(st, 5, op->in.reconciliation.report);
+        return step_done(st) == SQLITE_DONE ? STORE_OK : STORE_E_IO;
+    }
+    case STORE_OP_EVENT_CLAIM:
+        return op_event_claim(s, op);
+    case STORE_OP_EVENT_FINISH:
+        return op_event_finish(s, op);
+    case STORE_OP_ORDER_CLOSE_EXPIRED: {
+        sqlite3_bind_int(s->w[W_ORDER_CLOSE_EXPIRED], 3, op->in.order_close.max);
+        int rc = op_simple(s, W_ORDER_CLOSE_EXPIRED, op->in.order_close.created_before_ms,
+                           op->in.order_close.updated_ms);
+        op->out.purged = sqlite3_changes(s->wdb);
+        return rc;
+    }
     case STORE_OP_OUTBOX_CLAIM:
         return op_outbox_claim(s, op);
     case STORE_OP_OUTBOX_ACK:
@@ -688,11 +1267,26 @@ static int run_op(struct sqlite_store *s, struct store_op *op)
     case STORE_OP_IDEM_PURGE: {
         int rc = op_simple(s, W_IDEM_PURGE, op->in.idem_purge.older_than_ms, PURGE_BATCH);
         op->out.purged = sqlite3_changes(s->wdb);
+        /* Notifications' signatures, long after their timestamps went stale. */
+        int64_t seen_before_ms = clock_wall_ms() - NOTIFY_KEEP_MS;
+        if (op->in.idem_purge.older_than_ms < seen_before_ms)
+            seen_before_ms = op->in.idem_purge.older_than_ms;
+        if (rc == STORE_OK)
+            rc = op_simple(s, W_NOTIFY_PURGE, seen_before_ms, 0);
         return rc;
     }
     case STORE_OP_MERCHANT_ADD:
     case STORE_OP_MERCHANT_ROTATE:
         return op_merchant(s, op);
+    case STORE_OP_REFUND_CREATE:
+        return op_refund_create(s, op);
+    case STORE_OP_REFUND_CLAIM:
+        return op_refund_claim(s, op);
+    case STORE_OP_REFUND_FINISH:
+        return finish_refund(s, &op->in.refund_finish.refund);
+    case STORE_OP_REFUND_RETRY:
+        return op_simple_text(s, W_REFUND_RETRY, op->in.refund_retry.id,
+                              clock_wall_ms() + op->in.refund_retry.delay_ms);
     case STORE_OP_RELAY_CLAIM:
     case STORE_OP_RELAY_SENT:
     case STORE_OP_RELAY_SWEEP:
@@ -742,7 +1336,9 @@ static void *completer_main(void *arg)
  * (SQLite undoes a failed statement by itself) or harmless to keep. */
 static bool needs_savepoint(enum store_op_kind kind)
 {
-    return kind == STORE_OP_PAYMENT_CREATE || kind == STORE_OP_PAYMENT_FINISH;
+    return kind == STORE_OP_PAYMENT_CREATE || kind == STORE_OP_PAYMENT_FINISH ||
+           kind == STORE_OP_REFUND_CREATE || kind == STORE_OP_REFUND_FINISH ||
+           kind == STORE_OP_NOTIFY_APPLY;
 }
 
 /* Runs one batch in one transaction and reports every op. */
@@ -1095,6 +1691,137 @@ static int sqlite_idem_get(store *base, const char *merchant_id, const char *key
                    out);
 }
 
+static void convert_refund(sqlite3_stmt *st, void *out)
+{
+    row_to_refund(st, out);
+}
+
+static int sqlite_refund_get(store *base, const char *merchant_id, const char *id,
+                             struct refund *out)
+{
+    return get_one((struct sqlite_store *)base, R_REFUND_GET, id, merchant_id, convert_refund,
+                   out);
+}
+
+static int sqlite_refund_list(store *base, const char *merchant_id, const char *payment_id,
+                              int (*each)(void *, const struct refund *), void *arg)
+{
+    sqlite3_stmt *st = reader_stmt((struct sqlite_store *)base, R_REFUND_LIST);
+    if (!st)
+        return STORE_E_IO;
+    bind_text(st, 1, payment_id);
+    bind_text(st, 2, merchant_id);
+    int rc;
+    struct refund r;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        row_to_refund(st, &r);
+        if (each(arg, &r) != 0)
+            break;
+    }
+    reader_done(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : STORE_E_IO;
+}
+
+static int64_t sqlite_refund_next_due_ms(store *base)
+{
+    return read_scalar((struct sqlite_store *)base, R_REFUND_NEXT, INT64_MAX);
+}
+
+static void convert_webhook(sqlite3_stmt *st, void *out)
+{
+    struct webhook *w = out;
+    memset(w, 0, sizeof(*w));
+    copy_col(st, 0, w->merchant_id, sizeof(w->merchant_id));
+    copy_col(st, 1, w->url, sizeof(w->url));
+    copy_col(st, 2, w->secret, sizeof(w->secret));
+    w->updated_ms = sqlite3_column_int64(st, 3);
+}
+
+static int sqlite_webhook_get(store *base, const char *merchant_id, struct webhook *out)
+{
+    return get_one((struct sqlite_store *)base, R_WEBHOOK_GET, merchant_id, NULL,
+                   convert_webhook, out);
+}
+
+static int64_t sqlite_event_next_due_ms(store *base)
+{
+    return read_scalar((struct sqlite_store *)base, R_EVENT_NEXT, INT64_MAX);
+}
+
+static int sqlite_payment_by_serial(store *base, const char *serial_no, struct payment *out)
+{
+    return get_one((struct sqlite_store *)base, R_PAYMENT_BY_SERIAL, serial_no, NULL,
+                   convert_payment, out);
+}
+
+static int sqlite_refund_by_no(store *base, const char *refund_no, struct refund *out)
+{
+    return get_one((struct sqlite_store *)base, R_REFUND_BY_NO, refund_no, NULL,
+                   convert_refund, out);
+}
+
+/* Runs a read of (channel, from, to) and hands each row to each(). */
+static int each_between(struct sqlite_store *s, enum rstmt q, const char *channel,
+                        int64_t from_ms, int64_t to_ms,
+                        int (*each)(struct sqlite_store *s, sqlite3_stmt *st, void *arg),
+                        void *arg)
+{
+    sqlite3_stmt *st = reader_stmt(s, q);
+    if (!st)
+        return STORE_E_IO;
+    bind_text(st, 1, channel);
+    sqlite3_bind_int64(st, 2, from_ms);
+    sqlite3_bind_int64(st, 3, to_ms);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (each(s, st, arg) != 0)
+            break;
+    reader_done(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : STORE_E_IO;
+}
+
+struct each_call {
+    int (*payment)(void *arg, const struct payment *p);
+    int (*refund)(void *arg, const struct refund *r);
+    void *arg;
+};
+
+static int call_payment(struct sqlite_store *s, sqlite3_stmt *st, void *arg)
+{
+    (void)s;
+    struct each_call *c = arg;
+    struct payment p;
+    row_to_payment(st, &p);
+    return c->payment(c->arg, &p);
+}
+
+static int call_refund(struct sqlite_store *s, sqlite3_stmt *st, void *arg)
+{
+    (void)s;
+    struct each_call *c = arg;
+    struct refund r;
+    row_to_refund(st, &r);
+    return c->refund(c->arg, &r);
+}
+
+static int sqlite_payments_succeeded(store *base, const char *channel, int64_t from_ms,
+                                     int64_t to_ms, int (*each)(void *, const struct payment *),
+                                     void *arg)
+{
+    struct each_call c = {.payment = each, .arg = arg};
+    return each_between((struct sqlite_store *)base, R_PAYMENTS_SUCCEEDED, channel, from_ms,
+                        to_ms, call_payment, &c);
+}
+
+static int sqlite_refunds_succeeded(store *base, const char *channel, int64_t from_ms,
+                                    int64_t to_ms, int (*each)(void *, const struct refund *),
+                                    void *arg)
+{
+    struct each_call c = {.refund = each, .arg = arg};
+    return each_between((struct sqlite_store *)base, R_REFUNDS_SUCCEEDED, channel, from_ms,
+                        to_ms, call_refund, &c);
+}
+
 static int sqlite_balance(store *base, const char *merchant_id, struct store_amount *out,
                           int max)
 {
@@ -1297,6 +2024,15 @@ const struct store_backend store_sqlite_backend = {
     .payment_get = sqlite_payment_get,
     .payment_list = sqlite_payment_list,
     .idem_get = sqlite_idem_get,
+    .refund_get = sqlite_refund_get,
+    .refund_list = sqlite_refund_list,
+    .refund_next_due_ms = sqlite_refund_next_due_ms,
+    .webhook_get = sqlite_webhook_get,
+    .payment_by_serial = sqlite_payment_by_serial,
+    .refund_by_no = sqlite_refund_by_no,
+    .payments_succeeded = sqlite_payments_succeeded,
+    .refunds_succeeded = sqlite_refunds_succeeded,
+    .event_next_due_ms = sqlite_event_next_due_ms,
     .balance = sqlite_balance,
     .max_fence = sqlite_max_fence,
     .outbox_next_due_ms = sqlite_outbox_next_due_ms,

@@ -31,6 +31,8 @@ const char *store_rc_name(int rc)
     case STORE_E_BUSY: return "busy";
     case STORE_E_DUPLICATE: return "duplicate";
     case STORE_E_IO: return "io";
+    case STORE_E_NOT_REFUNDABLE: return "not_refundable";
+    case STORE_E_EXCEEDS: return "exceeds_refundable";
     default: return "unknown";
     }
 }

@@ -42,6 +42,8 @@ enum store_rc {
     STORE_E_BUSY = -9,           /* write queue full: try again later */
     STORE_E_DUPLICATE = -10,     /* merchant name taken */
     STORE_E_IO = -11,            /* the database failed; nothing was committed */
+    STORE_E_NOT_REFUNDABLE = -12, /* refund: the payment has not succeeded */
+    STORE_E_EXCEEDS = -13,       /* refund: more than is left to refund */
 };
 
 const char *store_rc_name(int rc);
@@ -78,6 +80,16 @@ enum store_op_kind {
     STORE_OP_IDEM_PURGE,
     STORE_OP_MERCHANT_ADD,
     STORE_OP_MERCHANT_ROTATE,
+    STORE_OP_REFUND_CREATE,
+    STORE_OP_REFUND_CLAIM,
+    STORE_OP_REFUND_FINISH,
+    STORE_OP_REFUND_RETRY,
+    STORE_OP_NOTIFY_APPLY,
+    STORE_OP_ORDER_CLOSE_EXPIRED,
+    STORE_OP_WEBHOOK_SET,
+    STORE_OP_EVENT_CLAIM,
+    STORE_OP_EVENT_FINISH,
+    STORE_OP_RECONCILIATION_RECORD,
     /* PostgreSQL only: the relay to a message broker (queue/nats.c) */
     STORE_OP_RELAY_CLAIM, /* in.outbox_claim: unsent rows, with payment_id and
                              payment.merchant_id set */
@@ -103,9 +115,15 @@ struct store_op {
             int idem_status;
             const char *idem_body;
         } payment_create;
+        /* A payment's outcome. When it succeeded after its order was closed
+         * (unpaid past [orders] ttl_s), the charge is recorded and refunded
+         * at once: a refund of the whole amount, automatic, with the id and
+         * number given here (out.late_refund set). */
         struct {
             struct payment payment; /* as read; status is the outcome */
             int64_t fence;
+            char late_refund_id[ID_MAX];
+            char late_refund_no[SERIAL_NO_LEN + 1];
         } payment_finish;
         struct {
             int max; /* at most STORE_CLAIM_MAX */
@@ -139,12 +157,114 @@ struct store_op {
             struct merchant merchant;
             const char *key_hash;
         } merchant;
+        /* A new refund, status processing, due at once; with its
+         * idempotency record as for payment_create. Refused unless the
+         * payment (refund.payment_id of refund.merchant_id) has succeeded
+         * and the refunds of it that succeeded or are still processing
+         * leave at least refund.amount_minor (STORE_E_EXCEEDS, with
+         * out.refundable = what is left). The other fields of the payment
+         * (order_id, currency, channel, payment_serial_no) are the caller's
+         * copy and are checked against the payment. */
+        struct {
+            struct refund refund;
+            const char *idem_key;
+            const char *idem_fingerprint;
+            int idem_status;
+            const char *idem_body;
+        } refund_create;
+        /* Up to max processing refunds that are due, each now leased for
+         * lease_ms and its attempts counted. */
+        struct {
+            int max; /* at most STORE_CLAIM_MAX */
+            int64_t lease_ms;
+            struct refund *refunds; /* max entries, owned by the submitter */
+        } refund_claim;
+        /* refund.status: succeeded (channel_refund_id set: the ledger
+         * gives the money back and the order becomes partially_refunded or
+         * refunded) or failed (failure set: the amount is refundable
+         * again). STORE_E_FINAL when it is no longer processing. */
+        struct {
+            struct refund refund;
+        } refund_finish;
+        struct {
+            const char *id;
+            int64_t delay_ms;
+        } refund_retry;
+        /* A channel's signed notification that a charge (refund false: the
+         * payment whose serial_no is `number`) or a refund (refund true:
+         * refund_no `number`) succeeded, on channel `channel`. In one
+         * transaction: the signature is recorded (seen before: a replay,
+         * STORE_E_DUPLICATE, nothing changes); the payment or refund moves
+         * from processing to succeeded exactly as a worker's outcome would
+         * (with its ledger entries and order status; no fencing token: the
+         * channel's word outranks any worker's). STORE_OK also when it had
+         * already succeeded (out.notified.changed false). STORE_E_NOT_FOUND
+         * when nothing on that channel has that number, STORE_E_REUSED when
+         * the amount or currency differ, STORE_E_FINAL when it had failed. */
+        struct {
+            const char *channel;
+            const char *signature;
+            const char *notify_id;
+            bool refund;
+            const char *number;
+            const char *txn_id;
+            int64_t amount_minor;
+            const char *currency;
+            int64_t received_ms; /* wall clock */
+            char late_refund_id[ID_MAX]; /* as for payment_finish */
+            char late_refund_no[SERIAL_NO_LEN + 1];
+        } notify;
+        /* Closes up to max orders still pending_payment that were created
+         * before created_before_ms (out.purged: how many). */
+        struct {
+            int64_t created_before_ms;
+            int64_t updated_ms;
+            int max;
+        } order_close;
+        /* Sets (url non-empty) or removes (url "") a merchant's webhook
+         * endpoint. Removing one that is not there: STORE_E_NOT_FOUND. */
+        struct webhook webhook_set;
+        /* Up to max events due for delivery (pending, next attempt due),
+         * each leased for lease_ms and its attempts counted, with the
+         * merchant's endpoint as it is now. */
+        struct {
+            int max; /* at most STORE_CLAIM_MAX */
+            int64_t lease_ms;
+            struct event *events; /* max entries, owned by the submitter */
+        } event_claim;
+        /* A delivery's result: delivered; or not, then tried again after
+         * retry_in_ms, or (retry_in_ms < 0) given up: failed. status is
+         * the HTTP status (0: none), error a short text or NULL. */
+        struct {
+            const char *id;
+            bool delivered;
+            int64_t retry_in_ms;
+            int status;
+            const char *error;
+        } event_finish;
+        /* A reconciliation's report (payctl reconcile), kept. */
+        struct {
+            const char *date; /* YYYY-MM-DD */
+            const char *channel;
+            int64_t run_ms;
+            int64_t differences;
+            const char *report; /* JSON */
+        } reconciliation;
     } in;
     union {
         struct order order;           /* order_create: the existing order */
         struct idem_record idem;      /* payment_create: STORE_E_IDEM_EXISTS */
         int claimed; /* outbox_claim, relay_claim: entries filled in msgs */
         int64_t purged; /* idem_purge; relay_sweep: rows to send again */
+        int64_t refundable; /* refund_create: STORE_E_EXCEEDS */
+        struct {
+            char id[ID_MAX]; /* the payment's or the refund's */
+            char order_id[ID_MAX];
+            char merchant_id[ID_MAX];
+            bool changed; /* false: it had succeeded already */
+            bool late_refund; /* the charge came after its order closed */
+        } notified;
+        bool late_refund; /* payment_finish */
     } out;
     int rc;
     void (*done)(struct store_op *op);
@@ -197,6 +317,24 @@ struct store_backend {
                         int (*each)(void *arg, const struct payment *p), void *arg);
     int (*idem_get)(store *s, const char *merchant_id, const char *key,
                     struct idem_record *out);
+    int (*refund_get)(store *s, const char *merchant_id, const char *id, struct refund *out);
+    /* The refunds of one payment, oldest first. */
+    int (*refund_list)(store *s, const char *merchant_id, const char *payment_id,
+                       int (*each)(void *arg, const struct refund *r), void *arg);
+    /* Wall ms when the next processing refund is due; INT64_MAX when none. */
+    int64_t (*refund_next_due_ms)(store *s);
+    int (*webhook_get)(store *s, const char *merchant_id, struct webhook *out);
+    /* Reconciliation reads: by the channel's numbers, any merchant; and the
+     * payments and refunds of one channel that succeeded, created in
+     * [from_ms, to_ms) (wall ms), oldest first. */
+    int (*payment_by_serial)(store *s, const char *serial_no, struct payment *out);
+    int (*refund_by_no)(store *s, const char *refund_no, struct refund *out);
+    int (*payments_succeeded)(store *s, const char *chan, int64_t from_ms, int64_t to_ms,
+                              int (*each)(void *arg, const struct payment *p), void *arg);
+    int (*refunds_succeeded)(store *s, const char *chan, int64_t from_ms, int64_t to_ms,
+                             int (*each)(void *arg, const struct refund *r), void *arg);
+    /* Wall ms when the next event is due; INT64_MAX when none. */
+    int64_t (*event_next_due_ms)(store *s);
     int (*balance)(store *s, const char *merchant_id, struct store_amount *out, int max);
     int64_t (*max_fence)(store *s);
     int64_t (*outbox_next_due_ms)(store *s); /* wall ms; INT64_MAX when empty */
@@ -264,6 +402,50 @@ static inline int store_idem_get(store *s, const char *mid, const char *key,
                                  struct idem_record *out)
 {
     return s->be->idem_get(s, mid, key, out);
+}
+static inline int store_refund_get(store *s, const char *mid, const char *id,
+                                   struct refund *out)
+{
+    return s->be->refund_get(s, mid, id, out);
+}
+static inline int store_refund_list(store *s, const char *mid, const char *payment_id,
+                                    int (*each)(void *, const struct refund *), void *arg)
+{
+    return s->be->refund_list(s, mid, payment_id, each, arg);
+}
+static inline int64_t store_refund_next_due_ms(store *s)
+{
+    return s->be->refund_next_due_ms(s);
+}
+static inline int store_webhook_get(store *s, const char *mid, struct webhook *out)
+{
+    return s->be->webhook_get(s, mid, out);
+}
+static inline int64_t store_event_next_due_ms(store *s)
+{
+    return s->be->event_next_due_ms(s);
+}
+static inline int store_payment_by_serial(store *s, const char *serial_no,
+                                          struct payment *out)
+{
+    return s->be->payment_by_serial(s, serial_no, out);
+}
+static inline int store_refund_by_no(store *s, const char *refund_no, struct refund *out)
+{
+    return s->be->refund_by_no(s, refund_no, out);
+}
+static inline int store_payments_succeeded(store *s, const char *chan, int64_t from_ms,
+                                           int64_t to_ms,
+                                           int (*each)(void *, const struct payment *),
+                                           void *arg)
+{
+    return s->be->payments_succeeded(s, chan, from_ms, to_ms, each, arg);
+}
+static inline int store_refunds_succeeded(store *s, const char *chan, int64_t from_ms,
+                                          int64_t to_ms,
+                                          int (*each)(void *, const struct refund *), void *arg)
+{
+    return s->be->refunds_succeeded(s, chan, from_ms, to_ms, each, arg);
 }
 static inline int store_balance(store *s, const char *mid, struct store_amount *out, int max)
 {

@@ -4,6 +4,7 @@
 #include "util/util.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <openssl/rand.h>
 #include <time.h>
@@ -89,6 +90,37 @@ void clock_format_rfc3339(int64_t wall_ms, char out[RFC3339_LEN + 1])
              (int)(wall_ms % 1000));
     memcpy(out, tmp, RFC3339_LEN);
     out[RFC3339_LEN] = '\0';
+}
+
+int date_parse(const char *s, int64_t *day_ms)
+{
+    if (strlen(s) != DATE_LEN || s[4] != '-' || s[7] != '-')
+        return -1;
+    for (int i = 0; i < DATE_LEN; i++)
+        if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9'))
+            return -1;
+    struct tm tm = {0};
+    tm.tm_year = atoi(s) - 1900;
+    tm.tm_mon = atoi(s + 5) - 1;
+    tm.tm_mday = atoi(s + 8);
+    time_t t = timegm(&tm);
+    char back[DATE_LEN + 1];
+    date_format((int64_t)t * 1000, back);
+    if (strcmp(back, s) != 0) /* timegm() normalises 02-30 to 03-02 */
+        return -1;
+    *day_ms = (int64_t)t * 1000;
+    return 0;
+}
+
+void date_format(int64_t wall_ms, char out[DATE_LEN + 1])
+{
+    time_t secs = (time_t)(wall_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char tmp[64];
+    snprintf(tmp, sizeof(tmp), "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+    memcpy(out, tmp, DATE_LEN);
+    out[DATE_LEN] = '\0';
 }
 
 void clock_deadline(int64_t ms, struct timespec *out)

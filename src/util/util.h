@@ -47,6 +47,14 @@ int64_t clock_mono_ns(void);
 #define RFC3339_LEN 24
 void clock_format_rfc3339(int64_t wall_ms, char out[RFC3339_LEN + 1]);
 
+/* A calendar date "YYYY-MM-DD" (a real one: 2026-02-30 is refused): 0 and
+ * the wall ms of its start (00:00 UTC) in *day_ms, or -1. */
+#define DATE_LEN 10
+int date_parse(const char *s, int64_t *day_ms);
+/* The UTC date of wall ms, "YYYY-MM-DD", into out (DATE_LEN + 1 bytes). */
+void date_format(int64_t wall_ms, char out[DATE_LEN + 1]);
+#define DAY_MS (86400LL * 1000)
+
 /* Fills buf with len bytes from a CSPRNG (OpenSSL's, seeded by the kernel);
  * aborts if none can be had. */
 void rand_bytes(void *buf, size_t len);

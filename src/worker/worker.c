@@ -8,8 +8,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/ids.h"
 #include "obs/log.h"
 #include "util/util.h"
+#include "worker/refunds.h"
+#include "worker/webhooks.h"
 
 #define IDLE_WAIT_MS 1000
 #define LOCK_WAIT_MS 1000
@@ -83,7 +86,13 @@ static void report(worker_pool *pool, struct finish_job *job)
         log_info("payment_finished", "payment_id", p->id, "order_id", p->order_id,
                  "merchant_id", p->merchant_id, "status", payment_status_name(p->status),
                  "failure_code", p->status == PAYMENT_FAILED ? p->failure_code : NULL, NULL);
+        if (job->op.out.late_refund) {
+            log_warn("late_charge_refunded", "payment_id", p->id, "order_id", p->order_id,
+                     "refund_id", job->op.in.payment_finish.late_refund_id, NULL);
+            refunder_wake(app->refunder);
+        }
         queue_ack(app->queue, &job->msg);
+        webhooks_wake(app->webhooks);
         break;
     }
     case STORE_E_FINAL:
@@ -143,6 +152,11 @@ static void finish(worker_pool *pool, const struct queue_msg *m, struct payment 
     job->op.kind = STORE_OP_PAYMENT_FINISH;
     job->op.in.payment_finish.payment = *p;
     job->op.in.payment_finish.fence = fence;
+    if (p->status == PAYMENT_SUCCEEDED) {
+        /* Used only if the order closed meanwhile (the refund of a late charge). */
+        id_new("re_", p->updated_ms, job->op.in.payment_finish.late_refund_id);
+        serial_no_new(p->updated_ms, job->op.in.payment_finish.late_refund_no);
+    }
     job->op.done = finish_committed;
     job->op.arg = pool;
     job->msg = *m;

@@ -364,6 +364,18 @@ def db_query(path, sql, params=()):
         con.close()
 
 
+def db_exec_file(path, sql, params=()):
+    """Runs one writing statement on an SQLite file (a channel's journal),
+    committed at once; returns the rows it changed."""
+    con = sqlite3.connect(path, timeout=30)
+    try:
+        cur = con.execute(sql, params)
+        con.commit()
+        return cur.rowcount
+    finally:
+        con.close()
+
+
 class Process:
     """A server process of the tests (payd, or paysim: tests/integration/
     paysim.py) in a temp dir of its own holding stdout.log and stderr.log
