@@ -623,7 +623,9 @@ int main(int argc, char **argv)
         printf("payd %s\n", PAYD_VERSION);
         return 0;
     }
-    if (cli_parse_args("payd", argc - 2, argv + 2, &a) != 0) {
+    if (cli_parse_args("payd", argc - 2, argv + 2, &a) != 0 || a.date || a.channel) {
+        if (a.date || a.channel)
+            fprintf(stderr, "payd: --date and --channel are payctl's options\n");
         usage();
         return 2;
     }

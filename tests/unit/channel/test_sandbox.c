@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "channel/channel.h"
+#include "util/util.h"
 
 #define TIMEOUT_MS 50
 
@@ -500,6 +501,96 @@ static void test_shared_journal_opened_at_once(void **state)
     }
 }
 
+static void refund(channel *ch, const char *serial, const char *refund_no, int64_t amount,
+                   struct chan_result *res)
+{
+    struct chan_refund_request req = {.serial_no = serial, .refund_no = refund_no,
+                                      .amount_minor = amount, .currency = "CNY"};
+    memset(res, 0x5a, sizeof(*res));
+    channel_refund(ch, &req, res);
+}
+
+/* Refunds: partial then the rest, a repeat answers the first refund and
+ * journals nothing, never past the charge, never of a declined or unknown
+ * charge, and a number reused for another amount is refused. */
+static void test_refunds(void **state)
+{
+    struct fixture *f = *state;
+    char serial[SERIAL_NO_LEN + 1], declined_serial[SERIAL_NO_LEN + 1];
+    struct chan_result res, again;
+    next_serial(f, serial);
+    charge(f->ch, serial, "ok", 1000, &res);
+    assert_int_equal(res.outcome, CHAN_SUCCEEDED);
+
+    refund(f->ch, serial, "R-1", 600, &res);
+    assert_int_equal(res.outcome, CHAN_SUCCEEDED);
+    assert_true(strncmp(res.txn_id, "sbr_", 4) == 0);
+    refund(f->ch, serial, "R-1", 600, &again);
+    assert_int_equal(again.outcome, CHAN_SUCCEEDED);
+    assert_string_equal(again.txn_id, res.txn_id);
+    assert_int_equal(journal_int(f->dir, "sandbox.db", "SELECT count(*) FROM refunds", NULL), 1);
+
+    refund(f->ch, serial, "R-2", 401, &res);
+    assert_int_equal(res.outcome, CHAN_DECLINED);
+    assert_string_equal(res.code, "refund_exceeds_charge");
+    refund(f->ch, serial, "R-1", 300, &res);
+    assert_int_equal(res.outcome, CHAN_DECLINED);
+    assert_string_equal(res.code, "duplicate_refund_no");
+    refund(f->ch, serial, "R-2", 400, &res);
+    assert_int_equal(res.outcome, CHAN_SUCCEEDED);
+    assert_int_equal(journal_int(f->dir, "sandbox.db",
+                                 "SELECT sum(amount) FROM refunds WHERE serial_no = ?1", serial),
+                     1000);
+
+    next_serial(f, declined_serial);
+    charge(f->ch, declined_serial, "declined", 500, &res);
+    refund(f->ch, declined_serial, "R-3", 100, &res);
+    assert_int_equal(res.outcome, CHAN_DECLINED);
+    assert_string_equal(res.code, "charge_not_refundable");
+    refund(f->ch, "20991231000000000000000000001", "R-4", 100, &res);
+    assert_int_equal(res.outcome, CHAN_DECLINED);
+    assert_int_equal(journal_int(f->dir, "sandbox.db", "SELECT count(*) FROM refunds", NULL), 2);
+}
+
+/* The statement of today lists the succeeded charges and the refunds (not
+ * the declined charge), and is incomplete; yesterday's is empty and
+ * complete; a bad date is refused. */
+static void test_statement(void **state)
+{
+    struct fixture *f = *state;
+    char ok[SERIAL_NO_LEN + 1], no[SERIAL_NO_LEN + 1];
+    struct chan_result res;
+    next_serial(f, ok);
+    next_serial(f, no);
+    charge(f->ch, ok, "ok", 700, &res);
+    charge(f->ch, no, "declined", 300, &res);
+    refund(f->ch, ok, "R-9", 200, &res);
+    assert_int_equal(res.outcome, CHAN_SUCCEEDED);
+
+    char today[DATE_LEN + 1], yesterday[DATE_LEN + 1], err[256];
+    date_format(clock_wall_ms(), today);
+    date_format(clock_wall_ms() - DAY_MS, yesterday);
+    struct chan_statement st;
+    assert_int_equal(channel_statement(f->ch, today, &st, err, sizeof(err)), 0);
+    assert_int_equal(st.count, 2);
+    assert_false(st.complete);
+    assert_false(st.items[0].refund);
+    assert_string_equal(st.items[0].number, ok);
+    assert_int_equal(st.items[0].amount_minor, 700);
+    assert_true(st.items[1].refund);
+    assert_string_equal(st.items[1].number, "R-9");
+    assert_string_equal(st.items[1].charge_number, ok);
+    assert_int_equal(st.items[1].amount_minor, 200);
+    assert_string_equal(st.items[1].currency, "CNY");
+    chan_statement_free(&st);
+
+    assert_int_equal(channel_statement(f->ch, yesterday, &st, err, sizeof(err)), 0);
+    assert_int_equal(st.count, 0);
+    assert_true(st.complete);
+    chan_statement_free(&st);
+    assert_int_equal(channel_statement(f->ch, "2026-02-30", &st, err, sizeof(err)), -1);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -519,6 +610,8 @@ int main(void)
         T(test_concurrent_charges),
         T(test_concurrent_same_serial),
         T(test_shared_journal_opened_at_once),
+        T(test_refunds),
+        T(test_statement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -195,7 +195,32 @@ static int finish_payment(store *s, const struct payment *p, enum payment_status
         snprintf(q->failure_message, sizeof(q->failure_message), "The card was declined.");
     }
     op.in.payment_finish.fence = fence;
+    snprintf(op.in.payment_finish.late_refund_id, ID_MAX, "re_late_%s", p->serial_no);
+    snprintf(op.in.payment_finish.late_refund_no, SERIAL_NO_LEN + 1, "9%s", p->serial_no + 1);
     return store_exec(s, &op, BUSY_WAIT_MS);
+}
+
+/* A refund of amount of the succeeded payment p. */
+static int create_refund(store *s, const struct payment *p, const char *id, int64_t amount,
+                         int64_t *refundable)
+{
+    struct store_op op = {.kind = STORE_OP_REFUND_CREATE};
+    struct refund *r = &op.in.refund_create.refund;
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    memcpy(r->payment_id, p->id, ID_MAX);
+    memcpy(r->order_id, p->order_id, ID_MAX);
+    memcpy(r->merchant_id, p->merchant_id, ID_MAX);
+    memcpy(r->currency, p->currency, 4);
+    memcpy(r->channel, p->channel, sizeof(r->channel));
+    memcpy(r->payment_serial_no, p->serial_no, sizeof(r->payment_serial_no));
+    r->amount_minor = amount;
+    r->status = PAYMENT_PROCESSING;
+    snprintf(r->refund_no, sizeof(r->refund_no), "%s", id);
+    r->created_ms = r->updated_ms = wall_ms();
+    int rc = store_exec(s, &op, BUSY_WAIT_MS);
+    if (refundable)
+        *refundable = op.out.refundable;
+    return rc;
 }
 
 /* Claims up to max due outbox messages; returns how many. */
@@ -926,11 +951,93 @@ static void test_concurrent_submitters(void **state)
     f->s = NULL;
 }
 
+/* Runs one writing statement on payd.db from outside the store; returns
+ * SQLite's result code (SQLITE_DONE on success). */
+static int db_write(const char *dir, const char *sql)
+{
+    char path[TEST_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/payd.db", dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* Refunds reserve against what was captured, and the CHECK holds even
+ * when the code's own test is bypassed. */
+static void test_refund_reserve(void **state)
+{
+    struct fixture *f = *state;
+    struct order o = order_of_a(f, 1000);
+    struct payment p = new_payment(&o, NULL);
+    int64_t left = -1;
+    assert_int_equal(create_payment(f->s, &p, 1, NULL, NULL, NULL), STORE_OK);
+    assert_int_equal(create_refund(f->s, &p, "re_early", 100, &left), STORE_E_NOT_REFUNDABLE);
+    assert_int_equal(finish_payment(f->s, &p, PAYMENT_SUCCEEDED, 1), STORE_OK);
+    assert_int_equal(create_refund(f->s, &p, "re_1", 700, &left), STORE_OK);
+    assert_int_equal(create_refund(f->s, &p, "re_2", 301, &left), STORE_E_EXCEEDS);
+    assert_int_equal(left, 300);
+    assert_int_equal(create_refund(f->s, &p, "re_3", 300, &left), STORE_OK);
+    assert_int_equal(db_int(f->dir, "SELECT count(*) FROM refunds", NULL), 2);
+    assert_int_equal(db_int(f->dir, "SELECT reserved FROM refund_totals", NULL), 1000);
+    /* The schema itself refuses a reservation past the capture. */
+    assert_int_equal(db_write(f->dir, "UPDATE refund_totals SET reserved = 1001"),
+                     SQLITE_CONSTRAINT);
+    assert_int_equal(db_write(f->dir, "UPDATE refund_totals SET refunded = 1"), SQLITE_DONE);
+    assert_int_equal(db_write(f->dir, "UPDATE refund_totals SET refunded = -1"),
+                     SQLITE_CONSTRAINT);
+    assert_int_equal(db_int(f->dir, "SELECT reserved FROM refund_totals", NULL), 1000);
+}
+
+/* A success after the order closed: recorded, refunded in full by itself,
+ * the order left closed; a new payment of it is refused. */
+static void test_late_charge_refunded(void **state)
+{
+    struct fixture *f = *state;
+    struct order o = order_of_a(f, 800);
+    struct payment p = new_payment(&o, NULL);
+    assert_int_equal(create_payment(f->s, &p, 1, NULL, NULL, NULL), STORE_OK);
+    struct store_op close = {.kind = STORE_OP_ORDER_CLOSE_EXPIRED};
+    close.in.order_close.created_before_ms = wall_ms() + 1000;
+    close.in.order_close.updated_ms = wall_ms();
+    close.in.order_close.max = 10;
+    assert_int_equal(store_exec(f->s, &close, BUSY_WAIT_MS), STORE_OK);
+    assert_int_equal(close.out.purged, 1);
+
+    assert_int_equal(finish_payment(f->s, &p, PAYMENT_SUCCEEDED, 1), STORE_OK);
+    struct order got;
+    assert_int_equal(store_order_get(f->s, f->a.id, o.id, &got), STORE_OK);
+    assert_int_equal(got.status, ORDER_CLOSED);
+    char late_id[ID_MAX];
+    snprintf(late_id, sizeof(late_id), "re_late_%s", p.serial_no);
+    struct refund r;
+    assert_int_equal(store_refund_get(f->s, f->a.id, late_id, &r), STORE_OK);
+    assert_true(r.automatic);
+    assert_int_equal(r.amount_minor, 800);
+    assert_int_equal(r.status, PAYMENT_PROCESSING);
+    assert_string_equal(r.reason, LATE_CHARGE_REASON);
+    assert_int_equal(db_int(f->dir, "SELECT reserved FROM refund_totals", NULL), 800);
+    /* charged, then given back once the refund succeeds: 0 in the end */
+    assert_int_equal(db_int(f->dir, "SELECT sum(amount) FROM ledger_entries WHERE"
+                                    " account LIKE 'merchant:%'", NULL),
+                     800);
+    struct payment again = new_payment(&o, NULL);
+    assert_int_equal(create_payment(f->s, &again, 2, NULL, NULL, NULL), STORE_E_NOT_PAYABLE);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        T(test_refund_reserve),
+        T(test_late_charge_refunded),
         T(test_merchant_add_and_lookup),
         T(test_merchant_duplicate),
         T(test_merchant_rotate),
