@@ -129,6 +129,8 @@ static const struct key channel_keys[] = {
      sizeof(((struct conf_channel *)0)->url), NULL, "", 0, 0},
     {"channel", "secret", KEY_STR, offsetof(struct conf_channel, secret), 0,
      sizeof(((struct conf_channel *)0)->secret), NULL, "", 0, 0},
+    {"channel", "methods", KEY_STR, offsetof(struct conf_channel, methods), 0,
+     sizeof(((struct conf_channel *)0)->methods), NULL, "ok,declined", 0, 0},
     {"channel", "notify_url", KEY_STR, offsetof(struct conf_channel, notify_url), 0,
      sizeof(((struct conf_channel *)0)->notify_url), NULL, "", 0, 0},
 };
@@ -246,6 +248,25 @@ static bool channel_name_valid(const char *name)
 }
 
 /* Finds or adds the channel of a "channel.NAME" section. */
+/* A channel's method list: 1 to CONF_METHODS_MAX comma-separated tokens. */
+static bool methods_valid(const char *list)
+{
+    int n = 0;
+    for (const char *p = list;; n++) {
+        size_t len = strcspn(p, ",");
+        char name[40];
+        if (len == 0 || len > 32)
+            return false;
+        snprintf(name, sizeof(name), "%.*s", (int)len, p);
+        if (!token_valid(name, 32, "_-."))
+            return false;
+        p += len;
+        if (*p == '\0')
+            return n + 1 <= CONF_METHODS_MAX;
+        p++;
+    }
+}
+
 static struct conf_channel *channel_for(struct conf *conf, const char *name, bool add,
                                         char err[CONF_ERR_MAX])
 {
@@ -716,6 +737,12 @@ int conf_finish(struct conf *conf, char err[CONF_ERR_MAX])
             snprintf(err, CONF_ERR_MAX,
                      "config: [channel.%s] notify_url: an http:// or https:// URL (payd's"
                      " /v1/notify/%s as the PSP reaches it)", ch->name, ch->name);
+            return -1;
+        }
+        if (ch->type == CHANNEL_TYPE_HTTP && !methods_valid(ch->methods)) {
+            snprintf(err, CONF_ERR_MAX,
+                     "config: [channel.%s] methods: 1 to %d comma-separated names of 1 to 32"
+                     " characters of A-Z a-z 0-9 _ - .", ch->name, CONF_METHODS_MAX);
             return -1;
         }
         if (ch->type == CHANNEL_TYPE_HTTP && ch->secret[0] == '\0') {

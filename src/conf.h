@@ -16,6 +16,7 @@
 #define CONF_CHANNELS_MAX 16
 #define CONF_ALERTS_MAX 32
 #define CONF_PATH_MAX 1024
+#define CONF_METHODS_MAX 16
 #define CONF_ERR_MAX 512
 
 enum log_format { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
@@ -33,6 +34,7 @@ struct conf_channel {
     char url[CONF_PATH_MAX];     /* http: the PSP's base URL */
     char secret[129];            /* http: the key requests are signed with; never logged */
     char notify_url[CONF_PATH_MAX]; /* http: where the PSP sends its notifications; "": none */
+    char methods[CONF_METHODS_MAX * 33]; /* http: the PSP's payment methods, comma-separated */
 };
 
 /* What an alert rule watches (see obs/alerts.h). */

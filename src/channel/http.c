@@ -37,7 +37,6 @@
 #define STATEMENT_MAX_BYTES (512 << 20) /* a day of a busy channel */
 #define STATEMENT_TIMEOUT_MS 120000
 
-static const char *const http_methods[] = {"ok", "declined", NULL};
 
 /* One request in flight; lives on its caller's stack. */
 struct call {
@@ -61,6 +60,8 @@ struct http_channel {
     char url[CONF_PATH_MAX];
     char secret[sizeof(((struct conf_channel *)0)->secret)];
     char notify_url[CONF_PATH_MAX]; /* "": the PSP's default, or none */
+    char method_names[sizeof(((struct conf_channel *)0)->methods)];
+    const char *methods[CONF_METHODS_MAX + 1]; /* into method_names */
     CURLM *multi;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -419,7 +420,17 @@ channel *channel_http_new(const struct conf_channel *cc, char *err, size_t err_s
     h->base.be = &http_backend;
     snprintf(h->base.name, sizeof(h->base.name), "%s", cc->name);
     h->base.timeout_ms = cc->timeout_ms;
-    h->base.methods = http_methods;
+    /* [channel.NAME] methods, checked by the configuration: split in place. */
+    snprintf(h->method_names, sizeof(h->method_names), "%s", cc->methods);
+    int count = 0;
+    for (char *m = h->method_names; m && count < CONF_METHODS_MAX;) {
+        h->methods[count++] = m;
+        m = strchr(m, ',');
+        if (m)
+            *m++ = '\0';
+    }
+    h->methods[count] = NULL;
+    h->base.methods = h->methods;
     /* The base URL without a trailing slash: paths are appended. */
     size_t n = strlen(cc->url);
     while (n > 0 && cc->url[n - 1] == '/')

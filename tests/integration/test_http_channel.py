@@ -141,6 +141,19 @@ class HttpChannelTest(PaydTestCase):
         self.assertGreater(channel_calls(s, "error"), 0)
         wait_until(lambda: "PaydDeadLetters" in s.stderr_text(), what="the alert")
 
+    def test_configured_methods(self):
+        # The PSP's methods come from the configuration; payd passes them on
+        # and refuses any other.
+        config = channel_config(self.paysim) + "methods = ok,declined,wallet_qr\n"
+        s = self.start_server(config=config, env=self.ENV, fast=False)
+        psp = [c for c in s.request("GET", "/v1/channels").body["data"] if c["id"] == "psp"]
+        self.assertEqual(psp[0]["methods"], ["ok", "declined", "wallet_qr"])
+        order = s.create_order(amount=1234)
+        self.assertError(s.pay(order["id"], method="card", channel="psp"), 400,
+                         "invalid_request_error", "method_invalid", "method")
+        p = s.wait_payment_final(s.pay(order["id"], method="declined", channel="psp").body["id"])
+        self.assertEqual(p["failure"]["code"], "card_declined")
+
     def test_many_payments_under_mixed_faults(self):
         s = self.payd(timeout_ms=500)
         self.paysim.set_faults({"scope": ["charge", "query"], "error_rate": 0.15,
@@ -185,7 +198,13 @@ class HttpChannelConfigTest(PaydTestCase):
     def test_url_and_secret_required(self):
         for body, word in (("type = http\nsecret = x\n", "url"),
                            ("type = http\nurl = ftp://h/\nsecret = x\n", "url"),
-                           ("type = http\nurl = http://127.0.0.1:1\n", "secret")):
+                           ("type = http\nurl = http://127.0.0.1:1\n", "secret"),
+                           ("type = http\nurl = http://127.0.0.1:1\nsecret = x\nmethods = ok,\n",
+                            "methods"),
+                           ("type = http\nurl = http://127.0.0.1:1\nsecret = x\n"
+                            "methods = a b\n", "methods"),
+                           ("type = http\nurl = http://127.0.0.1:1\nsecret = x\n"
+                            "notify_url = ftp://x\n", "notify_url")):
             with self.subTest(body=body):
                 s = self.start_server(start=False, config="[channel.psp]\n" + body, fast=False)
                 try:
