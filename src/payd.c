@@ -521,14 +521,8 @@ static int cmd_serve(struct cli_args *a)
                                        .max_attempts = (int)conf.worker_max_attempts,
                                        .retry_base_ms = conf.worker_retry_base_ms,
                                        .retry_max_ms = conf.worker_retry_max_ms};
-        workers = worker_pool_start(&app, &wopts);
-        struct refunder_options ropts = {.threads = REFUND_THREADS,
-                                         .lease_ms = conf.worker_lease_ms,
-                                         .max_attempts = (int)conf.worker_max_attempts,
-                                         .retry_base_ms = conf.worker_retry_base_ms,
-                                         .retry_max_ms = conf.worker_retry_max_ms,
-                                         .poll_ms = REFUND_POLL_MS};
-        app.refunder = refunder_start(&app, &ropts);
+        /* Senders before the refunders, refunders before the workers: each
+         * wakes the ones started before it. */
         struct webhook_options hkopts = {.threads = WEBHOOK_THREADS,
                                          .timeout_ms = conf.webhook_timeout_ms,
                                          .retry_base_ms = conf.webhook_retry_base_ms,
@@ -536,6 +530,14 @@ static int cmd_serve(struct cli_args *a)
                                          .give_up_s = conf.webhook_give_up_s,
                                          .poll_ms = REFUND_POLL_MS};
         app.webhooks = webhooks_start(&app, &hkopts);
+        struct refunder_options ropts = {.threads = REFUND_THREADS,
+                                         .lease_ms = conf.worker_lease_ms,
+                                         .max_attempts = (int)conf.worker_max_attempts,
+                                         .retry_base_ms = conf.worker_retry_base_ms,
+                                         .retry_max_ms = conf.worker_retry_max_ms,
+                                         .poll_ms = REFUND_POLL_MS};
+        app.refunder = refunder_start(&app, &ropts);
+        workers = worker_pool_start(&app, &wopts);
     }
     struct housekeeper_options kopts = {
         .idem_ttl_s = (conf.roles & ROLE_API) ? conf.idem_ttl_s : 0,

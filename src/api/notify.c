@@ -44,7 +44,7 @@ static const char *member(json_t *o, const char *name, size_t max)
 struct notice {
     char notify_id[65];
     bool refund;
-    char number[SERIAL_NO_LEN + 1];
+    char number[CHAN_NUMBER_MAX + 1]; /* the PSP's limit; payd's own are shorter */
     char txn_id[CHANNEL_TXN_ID_MAX + 1];
     int64_t amount_minor;
     char currency[4];
@@ -63,7 +63,8 @@ static bool parse_notice(http_req *r, const char *body, size_t len, struct notic
     json_t *amount = json_object_get(o, "amount");
     const char *currency = member(o, "currency", 3);
     n->refund = event && strcmp(event, "refund.succeeded") == 0;
-    const char *number = member(o, n->refund ? "out_refund_no" : "out_trade_no", SERIAL_NO_LEN);
+    const char *number = member(o, n->refund ? "out_refund_no" : "out_trade_no",
+                                CHAN_NUMBER_MAX);
     const char *txn = member(o, n->refund ? "refund_id" : "trade_no", CHANNEL_TXN_ID_MAX);
     if (!json_is_object(o))
         bad = NULL;

@@ -84,6 +84,10 @@ struct channel_backend {
      * ERROR (nothing refunded) or UNKNOWN. The same refund_no again is
      * safe: the channel answers the first refund's outcome. */
     void (*refund)(channel *ch, const struct chan_refund_request *req, struct chan_result *res);
+    /* Closes the trade of serial_no so that it is never charged: NOT_FOUND
+     * (closed: never charged, and never will be), or, when it was charged
+     * already, SUCCEEDED / DECLINED as a query answers; ERROR, UNKNOWN. */
+    void (*close)(channel *ch, const char *serial_no, struct chan_result *res);
     /* The statement of date (YYYY-MM-DD, UTC) into *out; 0, or -1 with a
      * message in err. */
     int (*statement)(channel *ch, const char *date, struct chan_statement *out, char *err,
@@ -121,6 +125,11 @@ static inline void channel_refund(channel *ch, const struct chan_refund_request 
                                   struct chan_result *res)
 {
     ch->be->refund(ch, req, res);
+}
+
+static inline void channel_close(channel *ch, const char *serial_no, struct chan_result *res)
+{
+    ch->be->close(ch, serial_no, res);
 }
 
 static inline int channel_statement(channel *ch, const char *date, struct chan_statement *out,

@@ -280,6 +280,29 @@ static void http_query(channel *ch, const char *serial_no, struct chan_result *r
     free(c.answer);
 }
 
+/* POST /v1/charges/{serial}/close: its answer is final (closed, or the
+ * charge that landed). */
+static void http_close(channel *ch, const char *serial_no, struct chan_result *res)
+{
+    struct http_channel *h = (struct http_channel *)ch;
+    memset(res, 0, sizeof(*res));
+    struct call c = {.body = xstrdup("{}")};
+    char path[160];
+    snprintf(path, sizeof(path), "/v1/charges/%s/close", serial_no);
+    perform(h, &c, path);
+    if (c.rc != CURLE_OK)
+        res->outcome = CHAN_UNKNOWN;
+    else if (c.status == 200) {
+        if (!read_charge(c.answer, res))
+            res->outcome = CHAN_UNKNOWN;
+    } else if (c.status >= 400 && c.status < 600 && c.status != 409)
+        res->outcome = CHAN_ERROR;
+    else
+        res->outcome = CHAN_UNKNOWN;
+    free(c.body);
+    free(c.answer);
+}
+
 /* POST /v1/refunds. A refusal (404: no such charge, 409: not refundable or
  * more than is left) is final; 409 duplicate_out_refund_no cannot happen
  * with payd's unique refund numbers and is left unknown, for a person. */
@@ -347,16 +370,33 @@ static int http_statement(channel *ch, const char *date, struct chan_statement *
     }
     int cap = 0;
     bool summary = false;
+    int64_t want_charges = -1, want_refunds = -1, got_charges = 0, got_refunds = 0;
     for (char *line = c.answer, *next; line && *line; line = next) {
         next = strchr(line, '\n');
         if (next)
             *next++ = '\0';
         json_t *o = json_loads(line, 0, NULL);
         const char *type = json_string_value(json_object_get(o, "type"));
-        if (type && strcmp(type, "summary") == 0) {
+        bool item = type && (strcmp(type, "charge") == 0 || strcmp(type, "refund") == 0);
+        if (summary || !(item || (type && strcmp(type, "summary") == 0))) {
+            /* A line that is not one, or anything after the summary: a
+             * statement that cannot be read whole is not read at all. */
+            snprintf(err, err_size, "%s%s: unreadable statement line: %.120s", h->url, path,
+                     line);
+            json_decref(o);
+            chan_statement_free(out);
+            goto out;
+        }
+        if (!item) {
             summary = true;
             out->complete = json_is_true(json_object_get(o, "complete"));
-        } else if (type && (strcmp(type, "charge") == 0 || strcmp(type, "refund") == 0)) {
+            want_charges = json_integer_value(json_object_get(o, "charge_count"));
+            want_refunds = json_integer_value(json_object_get(o, "refund_count"));
+        } else {
+            if (type[0] == 'r')
+                got_refunds++;
+            else
+                got_charges++;
             if (out->count == cap) {
                 cap = cap ? cap * 2 : 64;
                 out->items = xrealloc(out->items, (size_t)cap * sizeof(*out->items));
@@ -378,9 +418,12 @@ static int http_statement(channel *ch, const char *date, struct chan_statement *
         }
         json_decref(o);
     }
-    if (!summary) {
-        snprintf(err, err_size, "%s%s: the statement has no summary line (cut short?)", h->url,
-                 path);
+    if (!summary || want_charges != got_charges || want_refunds != got_refunds) {
+        snprintf(err, err_size,
+                 "%s%s: the statement is cut short or inconsistent (summary %s, %lld/%lld"
+                 " charges, %lld/%lld refunds)",
+                 h->url, path, summary ? "present" : "missing", (long long)got_charges,
+                 (long long)want_charges, (long long)got_refunds, (long long)want_refunds);
         chan_statement_free(out);
         goto out;
     }
@@ -410,6 +453,7 @@ static const struct channel_backend http_backend = {
     .charge = http_charge,
     .query = http_query,
     .refund = http_refund,
+    .close = http_close,
     .statement = http_statement,
     .free = http_free,
 };

@@ -5,7 +5,9 @@
  * journal of charges (SQLite, synchronous=FULL, in the data directory) keyed
  * by the merchant's serial number, refuses to charge one serial number twice
  * (a repeated charge returns the first outcome and charges nothing), and
- * answers queries by serial number. It refunds succeeded charges, partly
+ * answers queries by serial number, and closes a trade never charged so
+ * that it never will be (a later charge of it is declined trade_closed).
+ * It refunds succeeded charges, partly
  * or fully, deduplicated by the refund number, never past the charge's
  * amount. Its behaviour is chosen by the method:
  *
@@ -39,7 +41,7 @@
 static const char *const sandbox_methods[] = {"ok", "declined", "slow", "unknown", "error",
                                               NULL};
 
-enum journal_kind { J_CHARGE, J_QUERY, J_REFUND };
+enum journal_kind { J_CHARGE, J_QUERY, J_REFUND, J_CLOSE };
 
 /* One request waiting for the journal; lives on its caller's stack. */
 struct pending {
@@ -59,6 +61,7 @@ struct sandbox {
     sqlite3 *db;
     sqlite3_stmt *insert, *select, *begin, *commit, *rollback;
     sqlite3_stmt *refund_find, *refund_left, *refund_insert;
+    sqlite3_stmt *closed_find, *closed_insert;
     pthread_mutex_t mu;
     pthread_cond_t cond;
     struct pending *head, **tail;
@@ -117,7 +120,8 @@ static void run_refund(struct sandbox *sb, struct pending *p)
             res->outcome = CHAN_SUCCEEDED;
             snprintf(res->txn_id, sizeof(res->txn_id), "%s", sqlite3_column_text(st, 0));
         } else {
-            declined(res, "duplicate_refund_no", "This refund number was used differently.");
+            /* payd's refund numbers are unique: a person must look */
+            res->outcome = CHAN_UNKNOWN;
         }
     }
     sqlite3_reset(st);
@@ -180,7 +184,34 @@ static void run_one(struct sandbox *sb, struct pending *p)
         p->res->outcome = CHAN_ERROR;
         return;
     }
-    if (p->kind == J_QUERY) {
+    /* Not charged: closed already (then never), or closed now by J_CLOSE. */
+    sqlite3_stmt *st = sb->closed_find;
+    sqlite3_bind_text(st, 1, p->serial_no, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        memset(p->res, 0, sizeof(*p->res));
+        p->res->outcome = CHAN_ERROR;
+        return;
+    }
+    bool closed = rc == SQLITE_ROW;
+    if (p->kind == J_CHARGE && closed) {
+        declined(p->res, "trade_closed", "The channel closed this trade.");
+        return;
+    }
+    if (p->kind == J_CLOSE && !closed) {
+        st = sb->closed_insert;
+        sqlite3_bind_text(st, 1, p->serial_no, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, clock_wall_ms());
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+            memset(p->res, 0, sizeof(*p->res));
+            p->res->outcome = CHAN_ERROR;
+            return;
+        }
+    }
+    if (p->kind == J_QUERY || p->kind == J_CLOSE) {
         memset(p->res, 0, sizeof(*p->res));
         p->res->outcome = CHAN_NOT_FOUND;
         return;
@@ -192,7 +223,7 @@ static void run_one(struct sandbox *sb, struct pending *p)
         memcpy(txn, "sbx_", 4);
         hex_encode(rnd, sizeof(rnd), txn + 4);
     }
-    sqlite3_stmt *st = sb->insert;
+    st = sb->insert;
     sqlite3_bind_text(st, 1, p->serial_no, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, p->req->amount_minor);
     sqlite3_bind_text(st, 3, p->req->currency, -1, SQLITE_STATIC);
@@ -203,7 +234,7 @@ static void run_one(struct sandbox *sb, struct pending *p)
     else
         sqlite3_bind_null(st, 6);
     sqlite3_bind_int64(st, 7, clock_wall_ms());
-    int rc = sqlite3_step(st);
+    rc = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     memset(p->res, 0, sizeof(*p->res));
@@ -386,6 +417,12 @@ static int sandbox_statement(channel *ch, const char *date, struct chan_statemen
     return rc == SQLITE_OK ? 0 : -1;
 }
 
+static void sandbox_close(channel *ch, const char *serial_no, struct chan_result *res)
+{
+    struct pending p = {.kind = J_CLOSE, .serial_no = serial_no, .res = res};
+    journal((struct sandbox *)ch, &p);
+}
+
 static void sandbox_free(channel *ch)
 {
     struct sandbox *sb = (struct sandbox *)ch;
@@ -399,6 +436,8 @@ static void sandbox_free(channel *ch)
     sqlite3_finalize(sb->refund_find);
     sqlite3_finalize(sb->refund_left);
     sqlite3_finalize(sb->refund_insert);
+    sqlite3_finalize(sb->closed_find);
+    sqlite3_finalize(sb->closed_insert);
     sqlite3_close(sb->db);
     pthread_mutex_destroy(&sb->mu);
     pthread_cond_destroy(&sb->cond);
@@ -410,6 +449,7 @@ static const struct channel_backend sandbox_backend = {
     .charge = sandbox_charge,
     .query = sandbox_query,
     .refund = sandbox_refund,
+    .close = sandbox_close,
     .statement = sandbox_statement,
     .free = sandbox_free,
 };
@@ -473,7 +513,10 @@ channel *channel_sandbox_new(const struct conf_channel *cc, const char *data_dir
                               " refund_id TEXT NOT NULL, created_ms INTEGER NOT NULL)"
                               " WITHOUT ROWID;"
                               "CREATE INDEX IF NOT EXISTS refunds_by_charge"
-                              " ON refunds(serial_no);",
+                              " ON refunds(serial_no);"
+                              "CREATE TABLE IF NOT EXISTS closed_trades("
+                              " serial_no TEXT PRIMARY KEY, created_ms INTEGER NOT NULL)"
+                              " WITHOUT ROWID;",
                               NULL, NULL, NULL)) == SQLITE_BUSY &&
            clock_mono_ms() < deadline_ms)
         sleep_ms(SETUP_RETRY_MS);
@@ -500,7 +543,12 @@ channel *channel_sandbox_new(const struct conf_channel *cc, const char *data_dir
         sqlite3_prepare_v2(sb->db,
                            "INSERT INTO refunds(refund_no, serial_no, amount, refund_id,"
                            " created_ms) VALUES (?1,?2,?3,?4,?5)",
-                           -1, &sb->refund_insert, NULL) != SQLITE_OK)
+                           -1, &sb->refund_insert, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(sb->db, "SELECT 1 FROM closed_trades WHERE serial_no = ?1", -1,
+                           &sb->closed_find, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(sb->db,
+                           "INSERT INTO closed_trades(serial_no, created_ms) VALUES (?1, ?2)",
+                           -1, &sb->closed_insert, NULL) != SQLITE_OK)
         goto out_fail;
     return &sb->base;
 

@@ -11,7 +11,6 @@
 #include "worker/poller.h"
 #include "worker/webhooks.h"
 
-#define CLAIM_MAX 16
 #define STORE_WAIT_MS 5000
 #define CHANNEL_MISSING_RETRY_MS 60000
 
@@ -119,19 +118,21 @@ static int64_t next_due_ms(void *arg)
     return store_refund_next_due_ms(rf->app->store);
 }
 
+/* Claims one refund at a time: its lease then covers one channel call,
+ * never a queue of them. */
 static int run(void *arg, int threads)
 {
+    (void)threads;
     refunder *rf = arg;
-    struct refund batch[CLAIM_MAX];
+    struct refund r;
     struct store_op op = {.kind = STORE_OP_REFUND_CLAIM};
-    op.in.refund_claim.max = CLAIM_MAX / threads > 0 ? CLAIM_MAX / threads : 1;
+    op.in.refund_claim.max = 1;
     op.in.refund_claim.lease_ms = rf->opts.lease_ms;
-    op.in.refund_claim.refunds = batch;
-    if (store_exec(rf->app->store, &op, STORE_WAIT_MS) != STORE_OK)
+    op.in.refund_claim.refunds = &r;
+    if (store_exec(rf->app->store, &op, STORE_WAIT_MS) != STORE_OK || op.out.claimed == 0)
         return 0;
-    for (int i = 0; i < op.out.claimed; i++)
-        process(rf, &batch[i]);
-    return op.out.claimed;
+    process(rf, &r);
+    return 1;
 }
 
 static const struct poller_ops refund_ops = {

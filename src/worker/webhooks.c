@@ -13,7 +13,6 @@
 #include "util/util.h"
 #include "worker/poller.h"
 
-#define CLAIM_MAX 8
 #define STORE_WAIT_MS 5000
 #define LEASE_EXTRA_MS 5000 /* a claimed event is back after its timeout and this */
 #define ERROR_TEXT_MAX 120
@@ -150,20 +149,22 @@ static int64_t next_due_ms(void *arg)
     return store_event_next_due_ms(w->app->store);
 }
 
+/* Claims one event at a time: its lease then covers one delivery. */
 static int run(void *arg, int threads)
 {
+    (void)threads;
     webhook_sender *w = arg;
-    struct event *batch = xcalloc(CLAIM_MAX, sizeof(*batch));
+    struct event *e = xcalloc(1, sizeof(*e)); /* 4 KiB: not on a thread's stack */
     struct store_op op = {.kind = STORE_OP_EVENT_CLAIM};
-    op.in.event_claim.max = CLAIM_MAX / threads > 0 ? CLAIM_MAX / threads : 1;
+    op.in.event_claim.max = 1;
     op.in.event_claim.lease_ms = w->opts.timeout_ms + LEASE_EXTRA_MS;
-    op.in.event_claim.events = batch;
+    op.in.event_claim.events = e;
     int n = 0;
     if (store_exec(w->app->store, &op, STORE_WAIT_MS) == STORE_OK)
         n = op.out.claimed;
-    for (int i = 0; i < n; i++)
-        deliver(w, &batch[i]);
-    free(batch);
+    if (n)
+        deliver(w, e);
+    free(e);
     return n;
 }
 

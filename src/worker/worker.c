@@ -275,6 +275,18 @@ static void count_call(struct app *app, int ci, const struct chan_result *res, i
                     (clock_mono_ns() - called_ns) / 1000);
 }
 
+/* The order closed before the payment was charged: it fails, and nothing
+ * was charged. */
+static void fail_closed(worker_pool *pool, const struct queue_msg *m, struct payment *p,
+                        int64_t fence)
+{
+    p->status = PAYMENT_FAILED;
+    snprintf(p->failure_code, sizeof(p->failure_code), "order_closed");
+    snprintf(p->failure_message, sizeof(p->failure_message),
+             "The order closed unpaid before this payment was made; nothing was charged.");
+    finish(pool, m, p, fence);
+}
+
 static void process(worker_pool *pool, const struct queue_msg *m)
 {
     struct app *app = pool->app;
@@ -302,6 +314,23 @@ static void process(worker_pool *pool, const struct queue_msg *m)
         return;
     }
 
+    /* An order closed unpaid ([orders] ttl_s) is never charged anew. */
+    bool closed = false;
+    if (app->conf->order_ttl_s > 0) {
+        struct order o;
+        int rc = store_order_get(app->store, p.merchant_id, p.order_id, &o);
+        if (rc != STORE_OK) {
+            queue_retry(app->queue, m, STORE_RETRY_MS);
+            lock_release(app->lock, p.order_id, fence);
+            return;
+        }
+        closed = o.status == ORDER_CLOSED;
+    }
+    if (closed && m->deliveries == 1) {
+        fail_closed(pool, m, &p, fence); /* no delivery ever reached the channel */
+        return;
+    }
+
     int ci = channel_set_index(app->channels, p.channel);
     struct breaker_ticket ticket;
     if (!pass_guards(pool, m, &p, fence, &ci, &ch, &ticket))
@@ -311,7 +340,12 @@ static void process(worker_pool *pool, const struct queue_msg *m)
     struct chan_request req = {.serial_no = p.serial_no, .amount_minor = p.amount_minor,
                                .currency = p.currency, .method = p.method};
     int64_t called_ns = clock_mono_ns();
-    if (m->deliveries > 1) {
+    if (closed) {
+        /* An earlier delivery may have charged, or may still land: closing
+         * the trade settles it either way (closed, or the charge). */
+        channel_close(ch, p.serial_no, &res);
+        count_call(app, ci, &res, called_ns);
+    } else if (m->deliveries > 1) {
         /* A redelivery: an earlier attempt may have charged. Ask first. */
         channel_query(ch, p.serial_no, &res);
         count_call(app, ci, &res, called_ns);
@@ -345,6 +379,10 @@ static void process(worker_pool *pool, const struct queue_msg *m)
         break;
     case CHAN_ERROR:
     case CHAN_NOT_FOUND:
+        if (res.outcome == CHAN_NOT_FOUND && closed) {
+            fail_closed(pool, m, &p, fence); /* the trade is closed: never charged */
+            break;
+        }
         if (m->deliveries >= pool->opts.max_attempts) {
             p.status = PAYMENT_FAILED;
             snprintf(p.failure_code, sizeof(p.failure_code), "channel_error");

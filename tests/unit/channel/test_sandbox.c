@@ -512,7 +512,7 @@ static void refund(channel *ch, const char *serial, const char *refund_no, int64
 
 /* Refunds: partial then the rest, a repeat answers the first refund and
  * journals nothing, never past the charge, never of a declined or unknown
- * charge, and a number reused for another amount is refused. */
+ * charge, and a number reused for another amount is unknown. */
 static void test_refunds(void **state)
 {
     struct fixture *f = *state;
@@ -533,9 +533,11 @@ static void test_refunds(void **state)
     refund(f->ch, serial, "R-2", 401, &res);
     assert_int_equal(res.outcome, CHAN_DECLINED);
     assert_string_equal(res.code, "refund_exceeds_charge");
+    /* A number reused for another amount: payd never does that, so it is
+     * left unknown for a person rather than failed (which would free the
+     * amount while a refund by that number exists). */
     refund(f->ch, serial, "R-1", 300, &res);
-    assert_int_equal(res.outcome, CHAN_DECLINED);
-    assert_string_equal(res.code, "duplicate_refund_no");
+    assert_int_equal(res.outcome, CHAN_UNKNOWN);
     refund(f->ch, serial, "R-2", 400, &res);
     assert_int_equal(res.outcome, CHAN_SUCCEEDED);
     assert_int_equal(journal_int(f->dir, "sandbox.db",
@@ -591,6 +593,36 @@ static void test_statement(void **state)
     assert_int_equal(channel_statement(f->ch, "2026-02-30", &st, err, sizeof(err)), -1);
 }
 
+/* Closing: a trade never charged is closed for good (a later charge is
+ * declined trade_closed and journals nothing); closing a charged one
+ * answers the charge. */
+static void test_close(void **state)
+{
+    struct fixture *f = *state;
+    char fresh[SERIAL_NO_LEN + 1], charged[SERIAL_NO_LEN + 1];
+    struct chan_result res, first;
+    next_serial(f, fresh);
+    next_serial(f, charged);
+    channel_close(f->ch, fresh, &res);
+    assert_int_equal(res.outcome, CHAN_NOT_FOUND);
+    channel_close(f->ch, fresh, &res); /* again: the same */
+    assert_int_equal(res.outcome, CHAN_NOT_FOUND);
+    charge(f->ch, fresh, "ok", 100, &res);
+    assert_int_equal(res.outcome, CHAN_DECLINED);
+    assert_string_equal(res.code, "trade_closed");
+    assert_int_equal(journal_int(f->dir, "sandbox.db",
+                                 "SELECT count(*) FROM charges WHERE serial_no = ?1", fresh),
+                     0);
+    channel_query(f->ch, fresh, &res);
+    assert_int_equal(res.outcome, CHAN_NOT_FOUND);
+
+    charge(f->ch, charged, "ok", 100, &first);
+    assert_int_equal(first.outcome, CHAN_SUCCEEDED);
+    channel_close(f->ch, charged, &res);
+    assert_int_equal(res.outcome, CHAN_SUCCEEDED);
+    assert_string_equal(res.txn_id, first.txn_id);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -612,6 +644,7 @@ int main(void)
         T(test_shared_journal_opened_at_once),
         T(test_refunds),
         T(test_statement),
+        T(test_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
