@@ -44,6 +44,7 @@ void api_order_facts(const struct order *o, struct order_facts *f)
     memcpy(f->merchant_id, o->merchant_id, sizeof(f->merchant_id));
     f->amount_minor = o->amount_minor;
     memcpy(f->currency, o->currency, sizeof(f->currency));
+    f->created_ms = o->created_ms;
 }
 
 void api_remember_order(struct app *app, const struct order *o)

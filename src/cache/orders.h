@@ -21,6 +21,7 @@ struct order_facts {
     char merchant_id[ID_MAX];
     int64_t amount_minor;
     char currency[4];
+    int64_t created_ms; /* an order cannot close before created_ms + [orders] ttl_s */
 };
 
 typedef struct order_cache order_cache;

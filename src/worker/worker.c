@@ -316,7 +316,12 @@ static void process(worker_pool *pool, const struct queue_msg *m)
 
     /* An order closed unpaid ([orders] ttl_s) is never charged anew. */
     bool closed = false;
-    if (app->conf->order_ttl_s > 0) {
+    struct order_facts facts;
+    int64_t ttl_ms = app->conf->order_ttl_s * 1000;
+    if (ttl_ms > 0 && order_cache_get(app->orders, p.order_id, &facts) &&
+        clock_wall_ms() < facts.created_ms + ttl_ms) {
+        /* Too young to have closed: no read needed (the common case). */
+    } else if (ttl_ms > 0) {
         struct order o;
         int rc = store_order_get(app->store, p.merchant_id, p.order_id, &o);
         if (rc != STORE_OK) {
