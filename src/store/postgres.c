@@ -51,6 +51,9 @@ extern const struct store_backend store_postgres_backend;
 #define RECONNECT_WAIT_MS 5000 /* a writer tries this long to reconnect */
 #define POOL_WAIT_MS 2000      /* a reader waits this long for a connection */
 #define PURGE_BATCH 5000
+/* How long the signature of a channel's notification is kept to refuse its
+ * replay: longer than the 300 s a timestamp stays fresh (as in sqlite.c). */
+#define NOTIFY_KEEP_MS (3600 * 1000)
 #define CONNECT_TIMEOUT_S "5"
 #define NOTIFY_MIN_GAP_MS 5
 
@@ -59,6 +62,10 @@ extern const struct store_backend store_postgres_backend;
                      " updated_ms"
 #define ORDER_COLS "id, merchant_id, merchant_order_no, amount, currency, description, status," \
                    " created_ms"
+/* The columns of struct refund, in the order of payd_refund_claim's result. */
+#define REFUND_COLS "id, payment_id, order_id, merchant_id, amount, currency, channel,"        \
+                    " payment_serial_no, reason, status, refund_no, channel_refund_id,"        \
+                    " failure_code, failure_message, automatic, attempts, created_ms, updated_ms"
 
 enum stmt {
     /* writes */
@@ -76,6 +83,17 @@ enum stmt {
     S_RELAY_CLAIM,
     S_RELAY_SENT,
     S_RELAY_SWEEP,
+    S_REFUND_CREATE,
+    S_REFUND_CLAIM,
+    S_REFUND_FINISH,
+    S_REFUND_RETRY,
+    S_NOTIFY_APPLY,
+    S_ORDER_CLOSE_EXPIRED,
+    S_WEBHOOK_UPSERT,
+    S_WEBHOOK_DELETE,
+    S_EVENT_CLAIM,
+    S_EVENT_FINISH,
+    S_RECONCILIATION_INSERT,
     /* reads */
     S_MERCHANT_BY_HASH,
     S_MERCHANT_LIST,
@@ -84,6 +102,15 @@ enum stmt {
     S_PAYMENT_GET,
     S_PAYMENT_LIST,
     S_IDEM_GET,
+    S_REFUND_GET,
+    S_REFUND_LIST,
+    S_REFUND_NEXT,
+    S_WEBHOOK_GET,
+    S_EVENT_NEXT,
+    S_PAYMENT_BY_SERIAL,
+    S_REFUND_BY_NO,
+    S_PAYMENTS_SUCCEEDED,
+    S_REFUNDS_SUCCEEDED,
     S_BALANCE,
     S_MAX_FENCE,
     S_QUEUE_STATS,
@@ -97,7 +124,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_ORDER_CREATE] = "SELECT * FROM payd_order_create($1,$2,$3,$4,$5,$6,$7)",
     [S_PAYMENT_CREATE] =
         "SELECT * FROM payd_payment_create($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-    [S_PAYMENT_FINISH] = "SELECT payd_payment_finish($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+    [S_PAYMENT_FINISH] = "SELECT * FROM payd_payment_finish($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,"
+                         "$12)",
     [S_PAYMENT_REROUTE] = "SELECT payd_payment_reroute($1,$2,$3,$4,$5,$6,$7)",
     [S_OUTBOX_CLAIM] = "SELECT * FROM payd_outbox_claim($1,$2,$3)",
     [S_OUTBOX_ACK] = "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
@@ -105,13 +133,44 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUTBOX_DEFER] = "UPDATE outbox SET available_ms = $2,"
                        " deliveries = greatest(deliveries - 1, 0) WHERE id = $1"
                        " AND deliveries = $3",
-    [S_IDEM_PURGE] = "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
+    /* Counts the idempotency records only; notifications' signatures go too. */
+    [S_IDEM_PURGE] = "WITH n AS (DELETE FROM channel_notifications WHERE received_ms < $3)"
+                     " DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
                      " idempotency_keys WHERE created_ms < $1 LIMIT $2))",
     [S_MERCHANT_ADD] = "SELECT payd_merchant_add($1,$2,$3,$4)",
     [S_MERCHANT_ROTATE] = "UPDATE merchants SET key_hash = $2 WHERE name = $1",
     [S_RELAY_CLAIM] = "SELECT * FROM payd_relay_claim($1,$2,$3)",
     [S_RELAY_SENT] = "UPDATE outbox SET sent_ms = $2 WHERE id = ANY($1::bigint[])",
     [S_RELAY_SWEEP] = "UPDATE outbox SET sent_ms = NULL, available_ms = $2 WHERE sent_ms < $1",
+    [S_REFUND_CREATE] = "SELECT * FROM payd_refund_create($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,"
+                        "$12,$13,$14,$15,$16)",
+    [S_REFUND_CLAIM] = "SELECT * FROM payd_refund_claim($1,$2,$3)",
+    [S_REFUND_FINISH] = "SELECT payd_refund_finish($1,$2,$3,$4,$5,$6)",
+    [S_REFUND_RETRY] = "UPDATE refunds SET next_attempt_ms = $2 WHERE id = $1 AND"
+                       " status = 'processing'",
+    [S_NOTIFY_APPLY] = "SELECT * FROM payd_notify_apply($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+    /* Orders that a payment write holds are skipped: closed at the next
+     * round if still unpaid, never waited for. */
+    [S_ORDER_CLOSE_EXPIRED] = "UPDATE orders SET status = 'closed', updated_ms = $2 WHERE id IN"
+                              " (SELECT id FROM orders WHERE status = 'pending_payment' AND"
+                              " created_ms < $1 ORDER BY created_ms LIMIT $3"
+                              " FOR UPDATE SKIP LOCKED)",
+    [S_WEBHOOK_UPSERT] = "INSERT INTO webhooks (merchant_id, url, secret, updated_ms) VALUES"
+                         " ($1,$2,$3,$4) ON CONFLICT (merchant_id) DO UPDATE SET"
+                         " url = excluded.url, secret = excluded.secret,"
+                         " updated_ms = excluded.updated_ms",
+    [S_WEBHOOK_DELETE] = "DELETE FROM webhooks WHERE merchant_id = $1",
+    [S_EVENT_CLAIM] = "SELECT * FROM payd_event_claim($1,$2,$3)",
+    /* Delivered, retried ($6: when) or failed; a pending event only. */
+    [S_EVENT_FINISH] = "UPDATE events SET state = $2, last_status = $3, last_error = $4,"
+                       " updated_ms = $5, next_attempt_ms = coalesce($6, next_attempt_ms)"
+                       " WHERE id = $1 AND state = 'pending'",
+    /* Once: run again after a lost commit, the same report is not added twice. */
+    [S_RECONCILIATION_INSERT] =
+        "INSERT INTO reconciliations (date, channel, run_ms, differences, report)"
+        " SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::text WHERE NOT EXISTS"
+        " (SELECT 1 FROM reconciliations r WHERE r.date = $1 AND r.channel = $2 AND"
+        " r.run_ms = $3)",
     [S_MERCHANT_BY_HASH] = "SELECT id, name, created_ms FROM merchants WHERE key_hash = $1",
     [S_MERCHANT_LIST] = "SELECT id, name, created_ms FROM merchants ORDER BY created_ms, name",
     [S_MERCHANT_COUNT] = "SELECT count(*) FROM merchants",
@@ -121,6 +180,21 @@ static const char *const stmt_sql[S_COUNT] = {
                        " merchant_id = $2 ORDER BY created_ms, id",
     [S_IDEM_GET] = "SELECT fingerprint, status, body FROM idempotency_keys WHERE"
                    " merchant_id = $1 AND key = $2",
+    [S_REFUND_GET] = "SELECT " REFUND_COLS " FROM refunds WHERE id = $1 AND merchant_id = $2",
+    [S_REFUND_LIST] = "SELECT " REFUND_COLS " FROM refunds WHERE payment_id = $1 AND"
+                      " merchant_id = $2 ORDER BY created_ms, id",
+    [S_REFUND_NEXT] = "SELECT min(next_attempt_ms) FROM refunds WHERE status = 'processing'",
+    [S_WEBHOOK_GET] = "SELECT merchant_id, url, secret, updated_ms FROM webhooks WHERE"
+                      " merchant_id = $1",
+    [S_EVENT_NEXT] = "SELECT min(next_attempt_ms) FROM events WHERE state = 'pending'",
+    [S_PAYMENT_BY_SERIAL] = "SELECT " PAYMENT_COLS " FROM payments WHERE serial_no = $1",
+    [S_REFUND_BY_NO] = "SELECT " REFUND_COLS " FROM refunds WHERE refund_no = $1",
+    [S_PAYMENTS_SUCCEEDED] = "SELECT " PAYMENT_COLS " FROM payments WHERE channel = $1 AND"
+                             " status = 'succeeded' AND created_ms >= $2 AND created_ms < $3"
+                             " ORDER BY created_ms, id",
+    [S_REFUNDS_SUCCEEDED] = "SELECT " REFUND_COLS " FROM refunds WHERE channel = $1 AND"
+                            " status = 'succeeded' AND created_ms >= $2 AND created_ms < $3"
+                            " ORDER BY created_ms, id",
     [S_BALANCE] = "SELECT currency, sum(amount) FROM ledger_entries WHERE account = $1"
                   " GROUP BY currency ORDER BY currency",
     [S_MAX_FENCE] = "SELECT coalesce(max(fence), 0) FROM orders",
@@ -316,7 +390,7 @@ out_unlock:
 /* Text parameters for one statement; numbers are printed into num[]. */
 struct params {
     int n;
-    const char *v[14];
+    const char *v[16];
     char num[6][24];
     int nums;
 };
@@ -342,6 +416,12 @@ static void copy_val(const PGresult *r, int row, int col, char *out, size_t size
 static int64_t int_val(const PGresult *r, int row, int col)
 {
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* A boolean's text form is "t" or "f" (NULL: ""). */
+static bool bool_val(const PGresult *r, int row, int col)
+{
+    return strcmp(PQgetvalue(r, row, col), "t") == 0;
 }
 
 static void row_to_order(const PGresult *r, int row, int col, struct order *o)
@@ -375,6 +455,31 @@ static void row_to_payment(const PGresult *r, int row, int col, struct payment *
     copy_val(r, row, col + 11, p->failure_message, sizeof(p->failure_message));
     p->created_ms = int_val(r, row, col + 12);
     p->updated_ms = int_val(r, row, col + 13);
+}
+
+/* A row of REFUND_COLS (or of payd_refund_claim). */
+static void row_to_refund(const PGresult *r, int row, struct refund *f)
+{
+    memset(f, 0, sizeof(*f));
+    copy_val(r, row, 0, f->id, sizeof(f->id));
+    copy_val(r, row, 1, f->payment_id, sizeof(f->payment_id));
+    copy_val(r, row, 2, f->order_id, sizeof(f->order_id));
+    copy_val(r, row, 3, f->merchant_id, sizeof(f->merchant_id));
+    f->amount_minor = int_val(r, row, 4);
+    copy_val(r, row, 5, f->currency, sizeof(f->currency));
+    copy_val(r, row, 6, f->channel, sizeof(f->channel));
+    copy_val(r, row, 7, f->payment_serial_no, sizeof(f->payment_serial_no));
+    f->has_reason = !PQgetisnull(r, row, 8);
+    copy_val(r, row, 8, f->reason, sizeof(f->reason));
+    PAYD_ASSERT(payment_status_parse(PQgetvalue(r, row, 9), &f->status) == 0);
+    copy_val(r, row, 10, f->refund_no, sizeof(f->refund_no));
+    copy_val(r, row, 11, f->channel_refund_id, sizeof(f->channel_refund_id));
+    copy_val(r, row, 12, f->failure_code, sizeof(f->failure_code));
+    copy_val(r, row, 13, f->failure_message, sizeof(f->failure_message));
+    f->automatic = bool_val(r, row, 14);
+    f->attempts = int_val(r, row, 15);
+    f->created_ms = int_val(r, row, 16);
+    f->updated_ms = int_val(r, row, 17);
 }
 
 /* ---- writes: one statement per operation ---- */
@@ -426,9 +531,11 @@ static enum stmt op_params(struct store_op *op, struct params *p, char **ids)
         p_text(p, ok ? NULL : y->failure_message);
         p_int(p, y->updated_ms);
         p_int(p, op->in.payment_finish.fence);
-        p_text(p, y->channel);
-        p_int(p, y->amount_minor);
-        p_text(p, y->currency);
+        /* Used only for a late charge; the amount, currency and channel of
+         * the payment and of its refund are the stored payment's. */
+        p_text(p, ok ? op->in.payment_finish.late_refund_id : NULL);
+        p_text(p, ok ? op->in.payment_finish.late_refund_no : NULL);
+        p_text(p, LATE_CHARGE_REASON);
         return S_PAYMENT_FINISH;
     }
     case STORE_OP_PAYMENT_REROUTE:
@@ -478,10 +585,16 @@ static enum stmt op_params(struct store_op *op, struct params *p, char **ids)
         /* conditional: a batch run again must not take a delivery back twice */
         p_int(p, op->in.outbox_retry.deliveries);
         return S_OUTBOX_DEFER;
-    case STORE_OP_IDEM_PURGE:
+    case STORE_OP_IDEM_PURGE: {
         p_int(p, op->in.idem_purge.older_than_ms);
         p_int(p, PURGE_BATCH);
+        /* Notifications' signatures, long after their timestamps went stale. */
+        int64_t seen_before_ms = clock_wall_ms() - NOTIFY_KEEP_MS;
+        p_int(p, op->in.idem_purge.older_than_ms < seen_before_ms
+                     ? op->in.idem_purge.older_than_ms
+                     : seen_before_ms);
         return S_IDEM_PURGE;
+    }
     case STORE_OP_MERCHANT_ADD:
         p_text(p, op->in.merchant.merchant.id);
         p_text(p, op->in.merchant.merchant.name);
@@ -492,6 +605,110 @@ static enum stmt op_params(struct store_op *op, struct params *p, char **ids)
         p_text(p, op->in.merchant.merchant.name);
         p_text(p, op->in.merchant.key_hash);
         return S_MERCHANT_ROTATE;
+    case STORE_OP_REFUND_CREATE: {
+        const struct refund *f = &op->in.refund_create.refund;
+        p_text(p, f->id);
+        p_text(p, f->payment_id);
+        p_text(p, f->order_id);
+        p_text(p, f->merchant_id);
+        p_int(p, f->amount_minor);
+        p_text(p, f->currency);
+        p_text(p, f->channel);
+        p_text(p, f->payment_serial_no);
+        p_text(p, f->has_reason ? f->reason : NULL);
+        p_text(p, f->refund_no);
+        p_text(p, f->automatic ? "true" : "false");
+        p_int(p, f->created_ms);
+        p_text(p, op->in.refund_create.idem_key);
+        p_text(p, op->in.refund_create.idem_fingerprint);
+        p_int(p, op->in.refund_create.idem_status);
+        p_text(p, op->in.refund_create.idem_body);
+        return S_REFUND_CREATE;
+    }
+    case STORE_OP_REFUND_CLAIM:
+        PAYD_ASSERT(op->in.refund_claim.max > 0 && op->in.refund_claim.max <= STORE_CLAIM_MAX);
+        p_int(p, clock_wall_ms());
+        p_int(p, op->in.refund_claim.lease_ms);
+        p_int(p, op->in.refund_claim.max);
+        return S_REFUND_CLAIM;
+    case STORE_OP_REFUND_FINISH: {
+        /* Only the outcome comes from the caller; the amount, merchant,
+         * channel, order and payment are the stored refund's. */
+        const struct refund *f = &op->in.refund_finish.refund;
+        PAYD_ASSERT(f->status == PAYMENT_SUCCEEDED || f->status == PAYMENT_FAILED);
+        bool ok = f->status == PAYMENT_SUCCEEDED;
+        p_text(p, f->id);
+        p_text(p, payment_status_name(f->status));
+        p_text(p, ok ? f->channel_refund_id : NULL);
+        p_text(p, ok ? NULL : f->failure_code);
+        p_text(p, ok ? NULL : f->failure_message);
+        p_int(p, f->updated_ms);
+        return S_REFUND_FINISH;
+    }
+    case STORE_OP_REFUND_RETRY:
+        p_text(p, op->in.refund_retry.id);
+        p_int(p, clock_wall_ms() + op->in.refund_retry.delay_ms);
+        return S_REFUND_RETRY;
+    case STORE_OP_NOTIFY_APPLY:
+        p_text(p, op->in.notify.channel);
+        p_text(p, op->in.notify.signature);
+        p_text(p, op->in.notify.notify_id);
+        p_text(p, op->in.notify.refund ? "true" : "false");
+        p_text(p, op->in.notify.number);
+        p_text(p, op->in.notify.txn_id);
+        p_int(p, op->in.notify.amount_minor);
+        p_text(p, op->in.notify.currency);
+        p_int(p, op->in.notify.received_ms);
+        p_text(p, op->in.notify.late_refund_id);
+        p_text(p, op->in.notify.late_refund_no);
+        p_text(p, LATE_CHARGE_REASON);
+        return S_NOTIFY_APPLY;
+    case STORE_OP_ORDER_CLOSE_EXPIRED:
+        p_int(p, op->in.order_close.created_before_ms);
+        p_int(p, op->in.order_close.updated_ms);
+        p_int(p, op->in.order_close.max);
+        return S_ORDER_CLOSE_EXPIRED;
+    case STORE_OP_WEBHOOK_SET: {
+        const struct webhook *w = &op->in.webhook_set;
+        p_text(p, w->merchant_id);
+        if (!w->url[0])
+            return S_WEBHOOK_DELETE;
+        p_text(p, w->url);
+        p_text(p, w->secret);
+        p_int(p, w->updated_ms);
+        return S_WEBHOOK_UPSERT;
+    }
+    case STORE_OP_EVENT_CLAIM:
+        PAYD_ASSERT(op->in.event_claim.max > 0 && op->in.event_claim.max <= STORE_CLAIM_MAX);
+        p_int(p, clock_wall_ms());
+        p_int(p, op->in.event_claim.lease_ms);
+        p_int(p, op->in.event_claim.max);
+        return S_EVENT_CLAIM;
+    case STORE_OP_EVENT_FINISH: {
+        int64_t now_ms = clock_wall_ms();
+        bool delivered = op->in.event_finish.delivered;
+        bool retry = !delivered && op->in.event_finish.retry_in_ms >= 0;
+        p_text(p, op->in.event_finish.id);
+        p_text(p, delivered ? "delivered" : retry ? "pending" : "failed");
+        if (op->in.event_finish.status > 0)
+            p_int(p, op->in.event_finish.status);
+        else
+            p_text(p, NULL);
+        p_text(p, delivered ? NULL : op->in.event_finish.error);
+        p_int(p, now_ms);
+        if (retry)
+            p_int(p, now_ms + op->in.event_finish.retry_in_ms);
+        else
+            p_text(p, NULL); /* next_attempt_ms unchanged */
+        return S_EVENT_FINISH;
+    }
+    case STORE_OP_RECONCILIATION_RECORD:
+        p_text(p, op->in.reconciliation.date);
+        p_text(p, op->in.reconciliation.channel);
+        p_int(p, op->in.reconciliation.run_ms);
+        p_int(p, op->in.reconciliation.differences);
+        p_text(p, op->in.reconciliation.report);
+        return S_RECONCILIATION_INSERT;
     case STORE_OP_OUTBOX_RESET:
     default:
         PAYD_ASSERT(!"no statement for this store op");
@@ -524,10 +741,68 @@ static int op_result(struct store_op *op, const PGresult *r)
         }
         return rc;
     }
+    case STORE_OP_REFUND_CREATE: {
+        if (PQntuples(r) != 1)
+            return STORE_E_IO;
+        int rc = (int)int_val(r, 0, 0);
+        if (rc == STORE_E_EXCEEDS)
+            op->out.refundable = int_val(r, 0, 1);
+        if (rc == STORE_E_IDEM_EXISTS) {
+            struct idem_record *k = &op->out.idem;
+            copy_val(r, 0, 2, k->fingerprint, sizeof(k->fingerprint));
+            k->status = (int)int_val(r, 0, 3);
+            k->body = xstrdup(PQgetvalue(r, 0, 4));
+        }
+        return rc;
+    }
     case STORE_OP_PAYMENT_FINISH:
+        if (PQntuples(r) != 1)
+            return STORE_E_IO;
+        op->out.late_refund = bool_val(r, 0, 1);
+        return (int)int_val(r, 0, 0);
+    case STORE_OP_NOTIFY_APPLY: {
+        if (PQntuples(r) != 1)
+            return STORE_E_IO;
+        int rc = (int)int_val(r, 0, 0);
+        memset(&op->out.notified, 0, sizeof(op->out.notified));
+        copy_val(r, 0, 1, op->out.notified.id, sizeof(op->out.notified.id));
+        copy_val(r, 0, 2, op->out.notified.order_id, sizeof(op->out.notified.order_id));
+        copy_val(r, 0, 3, op->out.notified.merchant_id, sizeof(op->out.notified.merchant_id));
+        op->out.notified.changed = bool_val(r, 0, 4);
+        op->out.notified.late_refund = bool_val(r, 0, 5);
+        return rc;
+    }
     case STORE_OP_PAYMENT_REROUTE:
     case STORE_OP_MERCHANT_ADD:
+    case STORE_OP_REFUND_FINISH:
         return PQntuples(r) == 1 ? (int)int_val(r, 0, 0) : STORE_E_IO;
+    case STORE_OP_EVENT_CLAIM: {
+        int n = PQntuples(r);
+        PAYD_ASSERT(n <= op->in.event_claim.max);
+        for (int i = 0; i < n; i++) {
+            struct event *e = &op->in.event_claim.events[i];
+            memset(e, 0, sizeof(*e));
+            copy_val(r, i, 0, e->id, sizeof(e->id));
+            copy_val(r, i, 1, e->merchant_id, sizeof(e->merchant_id));
+            copy_val(r, i, 2, e->type, sizeof(e->type));
+            copy_val(r, i, 3, e->object_id, sizeof(e->object_id));
+            e->attempts = int_val(r, i, 4);
+            e->created_ms = int_val(r, i, 5);
+            e->has_endpoint = bool_val(r, i, 6);
+            copy_val(r, i, 7, e->url, sizeof(e->url));
+            copy_val(r, i, 8, e->secret, sizeof(e->secret));
+        }
+        op->out.claimed = n;
+        return STORE_OK;
+    }
+    case STORE_OP_REFUND_CLAIM: {
+        int n = PQntuples(r);
+        PAYD_ASSERT(n <= op->in.refund_claim.max);
+        for (int i = 0; i < n; i++)
+            row_to_refund(r, i, &op->in.refund_claim.refunds[i]);
+        op->out.claimed = n;
+        return STORE_OK;
+    }
     case STORE_OP_OUTBOX_CLAIM: {
         int n = PQntuples(r);
         PAYD_ASSERT(n <= op->in.outbox_claim.max);
@@ -561,15 +836,37 @@ static int op_result(struct store_op *op, const PGresult *r)
     case STORE_OP_RELAY_SWEEP:
         op->out.purged = strtoll(PQcmdTuples((PGresult *)r), NULL, 10);
         return STORE_OK;
+    case STORE_OP_ORDER_CLOSE_EXPIRED:
+        op->out.purged = strtoll(PQcmdTuples((PGresult *)r), NULL, 10);
+        return STORE_OK;
     case STORE_OP_MERCHANT_ROTATE:
+    case STORE_OP_WEBHOOK_SET:
         return strcmp(PQcmdTuples((PGresult *)r), "1") == 0 ? STORE_OK : STORE_E_NOT_FOUND;
+    case STORE_OP_REFUND_RETRY: /* a refund no longer processing needs no retry */
     default:
         return STORE_OK;
     }
 }
 
+/* Sorts after every id and number: for the writes that lock many rows but
+ * never wait for one (SKIP LOCKED) or, for the idempotency purge, hardly
+ * ever. Run last in their batch, they hold their rows only from there to
+ * the commit, when the batch waits for nothing more. */
+#define LOCK_KEY_LAST "\xff"
+
 /* The row an operation locks first, as a sort key: batches take locks in
- * this order, so that two of them never wait for each other in a cycle. */
+ * this order, so that two of them never wait for each other in a cycle.
+ * The refund writes of an order's payment lock (in this order) the order,
+ * the payment's refund totals and the refund (0007_refunds.sql), so they
+ * sort by the order too, next to the order's payment writes. A retry
+ * locks its refund only, and sorts after them (refund ids come after order
+ * ids), so a batch holds a refund's row only once it has its orders.
+ *
+ * A notification names its payment or refund by the channel's number, so
+ * its order is not known here: it sorts first and takes its order's row
+ * while its batch holds nothing yet. A cycle with another batch remains
+ * possible (rarely: two notifications in two batches, each for an order the
+ * other batch writes); the server detects it and the batch runs again. */
 static const char *lock_key(const struct store_op *op)
 {
     switch (op->kind) {
@@ -581,6 +878,22 @@ static const char *lock_key(const struct store_op *op)
         return op->in.payment_finish.payment.order_id;
     case STORE_OP_PAYMENT_REROUTE:
         return op->in.payment_reroute.order_id;
+    case STORE_OP_REFUND_CREATE:
+        return op->in.refund_create.refund.order_id;
+    case STORE_OP_REFUND_FINISH:
+        return op->in.refund_finish.refund.order_id; /* the caller's copy: a sort key only */
+    case STORE_OP_REFUND_RETRY:
+        return op->in.refund_retry.id;
+    case STORE_OP_EVENT_FINISH:
+        return op->in.event_finish.id;
+    case STORE_OP_WEBHOOK_SET:
+        return op->in.webhook_set.merchant_id;
+    case STORE_OP_ORDER_CLOSE_EXPIRED: /* holds the orders it closed, from there to the commit */
+    case STORE_OP_IDEM_PURGE:
+        return LOCK_KEY_LAST;
+    case STORE_OP_NOTIFY_APPLY:
+    case STORE_OP_REFUND_CLAIM: /* skips what others hold: never waits */
+    case STORE_OP_EVENT_CLAIM:
     default:
         return "";
     }
@@ -689,7 +1002,9 @@ out:
     if (outcome != BATCH_COMMITTED) {
         /* answers read before the failure are void: nothing committed */
         for (int i = 0; i < n; i++)
-            if (ops[i]->kind == STORE_OP_PAYMENT_CREATE && ops[i]->rc == STORE_E_IDEM_EXISTS) {
+            if ((ops[i]->kind == STORE_OP_PAYMENT_CREATE ||
+                 ops[i]->kind == STORE_OP_REFUND_CREATE) &&
+                ops[i]->rc == STORE_E_IDEM_EXISTS) {
                 free(ops[i]->out.idem.body);
                 ops[i]->out.idem.body = NULL;
                 ops[i]->rc = STORE_E_IO;
@@ -731,6 +1046,9 @@ static void notify_if_due(PGconn *c)
     PQclear(r);
 }
 
+/* Only a new payment adds a queue message. A new refund is no message: the
+ * refund worker finds it by refund_next_due_ms, and on_outbox wakes only
+ * the queue. */
 static void notify_new_messages(PGconn *c, struct store_op **ops, int n)
 {
     for (int i = 0; i < n && !notify_pending; i++)
@@ -922,12 +1240,11 @@ static void pool_give(struct pg_store *s, PGconn *c)
     pthread_mutex_unlock(&s->pool_mu);
 }
 
-/* Runs a read statement with up to two text parameters. A read that meets a
- * broken connection runs once more on a fresh one. NULL on failure. */
-static PGresult *read_query(struct pg_store *s, enum stmt q, const char *a, const char *b)
+/* Runs a read statement with nparams text parameters v. A read that meets
+ * a broken connection runs once more on a fresh one. NULL on failure. */
+static PGresult *read_query_n(struct pg_store *s, enum stmt q, int nparams,
+                              const char *const *v)
 {
-    const char *v[2] = {a, b};
-    int nparams = b ? 2 : a ? 1 : 0;
     char name[16];
     snprintf(name, sizeof(name), "s%d", (int)q);
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -949,6 +1266,13 @@ static PGresult *read_query(struct pg_store *s, enum stmt q, const char *a, cons
             return NULL;
     }
     return NULL;
+}
+
+/* read_query_n with up to two parameters (b NULL: one; a NULL too: none). */
+static PGresult *read_query(struct pg_store *s, enum stmt q, const char *a, const char *b)
+{
+    const char *v[2] = {a, b};
+    return read_query_n(s, q, b ? 2 : a ? 1 : 0, v);
 }
 
 static int pg_merchant_by_key_hash(store *base, const char *key_hash, struct merchant *out)
@@ -1062,6 +1386,116 @@ static int pg_idem_get(store *base, const char *merchant_id, const char *key,
                        struct idem_record *out)
 {
     return get_one(base, S_IDEM_GET, merchant_id, key, convert_idem, out);
+}
+
+static void convert_refund(const PGresult *r, void *out)
+{
+    row_to_refund(r, 0, out);
+}
+
+static int pg_refund_get(store *base, const char *merchant_id, const char *id,
+                         struct refund *out)
+{
+    return get_one(base, S_REFUND_GET, id, merchant_id, convert_refund, out);
+}
+
+static int pg_refund_list(store *base, const char *merchant_id, const char *payment_id,
+                          int (*each)(void *, const struct refund *), void *arg)
+{
+    PGresult *r = read_query((struct pg_store *)base, S_REFUND_LIST, payment_id, merchant_id);
+    if (!r)
+        return STORE_E_IO;
+    int rc = STORE_OK;
+    for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+        struct refund f;
+        row_to_refund(r, i, &f);
+        rc = each(arg, &f);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* As pg_outbox_next_due_ms: INT64_MAX also when the store cannot be read
+ * (the caller polls again after its idle interval). */
+static int64_t pg_refund_next_due_ms(store *base)
+{
+    return read_scalar((struct pg_store *)base, S_REFUND_NEXT, INT64_MAX);
+}
+
+static void convert_webhook(const PGresult *r, void *out)
+{
+    struct webhook *w = out;
+    memset(w, 0, sizeof(*w));
+    copy_val(r, 0, 0, w->merchant_id, sizeof(w->merchant_id));
+    copy_val(r, 0, 1, w->url, sizeof(w->url));
+    copy_val(r, 0, 2, w->secret, sizeof(w->secret));
+    w->updated_ms = int_val(r, 0, 3);
+}
+
+static int pg_webhook_get(store *base, const char *merchant_id, struct webhook *out)
+{
+    return get_one(base, S_WEBHOOK_GET, merchant_id, NULL, convert_webhook, out);
+}
+
+/* As pg_refund_next_due_ms. */
+static int64_t pg_event_next_due_ms(store *base)
+{
+    return read_scalar((struct pg_store *)base, S_EVENT_NEXT, INT64_MAX);
+}
+
+static int pg_payment_by_serial(store *base, const char *serial_no, struct payment *out)
+{
+    return get_one(base, S_PAYMENT_BY_SERIAL, serial_no, NULL, convert_payment, out);
+}
+
+static int pg_refund_by_no(store *base, const char *refund_no, struct refund *out)
+{
+    return get_one(base, S_REFUND_BY_NO, refund_no, NULL, convert_refund, out);
+}
+
+/* The rows of q for (channel, from_ms, to_ms), or NULL on failure. */
+static PGresult *read_between(store *base, enum stmt q, const char *channel, int64_t from_ms,
+                              int64_t to_ms)
+{
+    char from[24], to[24];
+    snprintf(from, sizeof(from), "%lld", (long long)from_ms);
+    snprintf(to, sizeof(to), "%lld", (long long)to_ms);
+    const char *v[3] = {channel, from, to};
+    return read_query_n((struct pg_store *)base, q, 3, v);
+}
+
+static int pg_payments_succeeded(store *base, const char *channel, int64_t from_ms,
+                                 int64_t to_ms, int (*each)(void *, const struct payment *),
+                                 void *arg)
+{
+    PGresult *r = read_between(base, S_PAYMENTS_SUCCEEDED, channel, from_ms, to_ms);
+    if (!r)
+        return STORE_E_IO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct payment p;
+        row_to_payment(r, i, 0, &p);
+        if (each(arg, &p) != 0)
+            break;
+    }
+    PQclear(r);
+    return STORE_OK;
+}
+
+static int pg_refunds_succeeded(store *base, const char *channel, int64_t from_ms,
+                                int64_t to_ms, int (*each)(void *, const struct refund *),
+                                void *arg)
+{
+    PGresult *r = read_between(base, S_REFUNDS_SUCCEEDED, channel, from_ms, to_ms);
+    if (!r)
+        return STORE_E_IO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct refund f;
+        row_to_refund(r, i, &f);
+        if (each(arg, &f) != 0)
+            break;
+    }
+    PQclear(r);
+    return STORE_OK;
 }
 
 static int pg_balance(store *base, const char *merchant_id, struct store_amount *out, int max)
@@ -1295,6 +1729,15 @@ const struct store_backend store_postgres_backend = {
     .payment_get = pg_payment_get,
     .payment_list = pg_payment_list,
     .idem_get = pg_idem_get,
+    .refund_get = pg_refund_get,
+    .refund_list = pg_refund_list,
+    .refund_next_due_ms = pg_refund_next_due_ms,
+    .webhook_get = pg_webhook_get,
+    .payment_by_serial = pg_payment_by_serial,
+    .refund_by_no = pg_refund_by_no,
+    .payments_succeeded = pg_payments_succeeded,
+    .refunds_succeeded = pg_refunds_succeeded,
+    .event_next_due_ms = pg_event_next_due_ms,
     .balance = pg_balance,
     .max_fence = pg_max_fence,
     .outbox_next_due_ms = pg_outbox_next_due_ms,
