@@ -812,8 +812,11 @@ static int finish_payment(struct sqlite_store *s, const struct payment *p, int64
         if (order_status != ORDER_CLOSED)
             return rc;
         /* Charged after the order closed: the money moved, so it is
-         * recorded, and given back below. The order stays closed. */
+         * recorded, and given back below. The order stays closed; the
+         * token is recorded as for any outcome. */
         *late = true;
+        if (fence >= 0 && op_simple_text(s, W_ORDER_SET_FENCE, p->order_id, fence) != STORE_OK)
+            return STORE_E_IO;
     } else if (rc != STORE_OK) {
         return rc;
     }

@@ -33,14 +33,15 @@ enum store_rc {
     STORE_OK = 0,
     STORE_E_NOT_FOUND = -1,      /* no such record (or another merchant's) */
     STORE_E_EXISTS = -2,         /* order: same merchant_order_no, same content */
-    STORE_E_REUSED = -3,         /* order: same merchant_order_no, other content */
+    STORE_E_REUSED = -3,         /* order: same merchant_order_no, other content;
+                                    notification: amount or currency differ */
     STORE_E_NOT_PAYABLE = -4,    /* payment: the order is not pending_payment */
     STORE_E_IN_PROGRESS = -5,    /* payment: the order has one processing */
     STORE_E_STALE_FENCE = -6,    /* a newer lock holder wrote this order */
     STORE_E_IDEM_EXISTS = -7,    /* idempotency key already recorded */
-    STORE_E_FINAL = -8,          /* payment already succeeded or failed */
+    STORE_E_FINAL = -8,          /* payment or refund already succeeded or failed */
     STORE_E_BUSY = -9,           /* write queue full: try again later */
-    STORE_E_DUPLICATE = -10,     /* merchant name taken */
+    STORE_E_DUPLICATE = -10,     /* merchant name taken; notification seen (a replay) */
     STORE_E_IO = -11,            /* the database failed; nothing was committed */
     STORE_E_NOT_REFUNDABLE = -12, /* refund: the payment has not succeeded */
     STORE_E_EXCEEDS = -13,       /* refund: more than is left to refund */
