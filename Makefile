@@ -36,7 +36,7 @@ LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC)) $(GEN_OBJ) $(WEB_OBJ)
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 TOOLS      := $(if $(wildcard tools/paybench/*.c),$(B)/paybench) \
-              $(if $(wildcard tools/paysim/*.c),$(B)/paysim) $(B)/payctl
+              $(if $(wildcard tools/paysim/*.c),$(B)/paysim) $(B)/payctl $(B)/paycheck
 
 .PHONY: all deps run test test-unit test-integration test-integration-pg test-asan bench clean
 
@@ -85,6 +85,11 @@ PAYSIM_OBJ := $(B)/obj/util/util.o $(B)/obj/util/program.o $(B)/obj/util/sign.o 
 $(B)/paysim: $(wildcard tools/paysim/*.c) $(wildcard tools/paysim/*.h) $(PAYSIM_OBJ)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $(filter %.c,$^) $(PAYSIM_OBJ) \
 	    -lmicrohttpd -ljansson -lsqlite3 -lcurl -lcrypto -lpthread -lm
+
+# The independent checker of the money invariants (Python; shares no code with payd).
+$(B)/paycheck: tools/paycheck/paycheck.py
+	@mkdir -p $(B)
+	install -m 0755 $< $@
 
 # The operator's tool: payd's modules without its main program.
 $(B)/payctl: $(wildcard tools/payctl/*.c) $(LIB_OBJ)

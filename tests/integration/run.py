@@ -20,7 +20,9 @@ import traceback
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CHAOS = os.path.join(os.path.dirname(HERE), "chaos")  # tests/chaos: the short chaos runs
 sys.path.insert(0, HERE)
+sys.path.insert(1, CHAOS)
 
 import harness  # noqa: E402
 
@@ -128,6 +130,7 @@ def main():
             suite.addTests(loader.loadTestsFromName(m))
     else:
         suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
+        suite.addTests(loader.discover(CHAOS, pattern="test_*.py", top_level_dir=CHAOS))
 
     total = suite.countTestCases()
     out = sys.stdout

@@ -61,7 +61,9 @@
 #include <sys/epoll.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <limits.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -184,6 +186,12 @@ struct options {
     const char *currency;
     int64_t settle_timeout_s;
     long server_pid;      /* > 0: report that process's CPU too */
+    const char *channel;  /* create-and-pay: the channel and method to pay with */
+    const char *method;
+    bool check;           /* run paycheck at the end */
+    const char *data_dir; /* for paycheck: payd's data directory */
+    const char *store_url; /* for paycheck: payd's PostgreSQL */
+    const char *paysim;   /* for paycheck: CHANNEL=URL of a paysim */
 };
 
 /* One reading of the payments counters, as deltas from the baseline. */
@@ -228,6 +236,9 @@ struct bench {
     char metrics_request[PB_REQUEST_BYTES_MAX];
     size_t metrics_request_len;
     char run_id[17];
+    char channel_label[PB_ID_CHARS_MAX + 16]; /* channel="NAME" */
+    FILE *acked;        /* --check: the ids of payments answered 202 */
+    char acked_path[64];
     uint64_t rng_state;
 
     struct req_stats stats[REQ_KIND_COUNT];
@@ -547,7 +558,8 @@ static void session_pay(struct bench *b, struct slot *s, const char *order_id, i
     s->sent_us = now_us;
     char body[PB_REQUEST_BODY_CHARS_MAX + 1];
     int n = snprintf(body, sizeof(body),
-                     "{\"order_id\":\"%s\",\"channel\":\"sandbox\",\"method\":\"ok\"}", order_id);
+                     "{\"order_id\":\"%s\",\"channel\":\"%s\",\"method\":\"%s\"}", order_id,
+                     b->opt.channel, b->opt.method);
     PB_ASSERT(n > 0 && (size_t)n < sizeof(body));
     char headers[2 * PB_HEADER_CHARS_MAX + 1];
     int headers_len = snprintf(headers, sizeof(headers),
@@ -576,8 +588,8 @@ static void on_metrics_answer(struct bench *b, struct slot *s, long status, int6
     if (status != 200)
         return;
     const struct httpc_response *r = httpc_conn_response(s->conn);
-    static const char *const succeeded_labels[] = {"channel=\"sandbox\"", "status=\"succeeded\""};
-    static const char *const failed_labels[] = {"channel=\"sandbox\"", "status=\"failed\""};
+    const char *const succeeded_labels[] = {b->channel_label, "status=\"succeeded\""};
+    const char *const failed_labels[] = {b->channel_label, "status=\"failed\""};
     uint64_t succeeded = 0;
     uint64_t failed = 0;
     int rc_s = promtext_find_counter(r->body, r->body_len, PB_METRIC_PAYMENTS, succeeded_labels,
@@ -727,6 +739,8 @@ static void on_transfer_done(struct bench *b, struct slot *s, int rc)
                 if (strcmp(payment_status, "processing") != 0)
                     b->payments_not_processing++;
                 sample_offer(b, payment_id);
+                if (b->acked)
+                    fprintf(b->acked, "%s\n", payment_id);
             }
         }
         session_end(b, s, success);
@@ -1279,6 +1293,8 @@ static void usage(FILE *out)
             "                [--key KEY] [--duration S] [--rate PER_S | --concurrency N]\n"
             "                [--connections N] [--amount MINOR] [--currency CODE]\n"
             "                [--settle-timeout S] [--server-pid PID] [--json FILE]\n"
+            "                [--channel NAME] [--method NAME]\n"
+            "                [--check --data-dir DIR | --store-url URL [--paysim CHANNEL=URL]]\n"
             "\n"
             "  --url URL          create-and-pay: payd's base URL (http://127.0.0.1:8080);\n"
             "                     static: the URL to GET (http:// only)\n"
@@ -1290,6 +1306,13 @@ static void usage(FILE *out)
             "  --settle-timeout S how long to wait for payments to be final (default %d)\n"
             "  --server-pid PID   also report that process's CPU use\n"
             "  --json FILE        write the results as JSON\n"
+            "  --channel NAME     create-and-pay: the channel to pay with (default sandbox)\n"
+            "  --method NAME      create-and-pay: its method (default ok)\n"
+            "  --check            after the run, check the money invariants with paycheck\n"
+            "                     (beside paybench, or $PAYCHECK) against payd's store\n"
+            "                     (--data-dir, --store-url) and the channels' journals (the\n"
+            "                     data directory's sandbox, --paysim CHANNEL=URL); its last\n"
+            "                     line is paybench's: check: ok | check: FAILED <counts>\n"
             "exit status: 0 ok, 1 could not run, 2 usage, 3 ran but found problems\n",
             PB_DEFAULT_CONCURRENCY, PB_DEFAULT_CONNECTIONS, PB_SETTLE_TIMEOUT_S_DEFAULT);
 }
@@ -1315,6 +1338,12 @@ static void parse_options(int argc, char **argv, struct options *o)
         OPT_CURRENCY,
         OPT_SETTLE,
         OPT_SERVER_PID,
+        OPT_CHANNEL,
+        OPT_METHOD,
+        OPT_CHECK,
+        OPT_DATA_DIR,
+        OPT_STORE_URL,
+        OPT_PAYSIM,
     };
     static const struct option long_options[] = {
         {"url", required_argument, NULL, 'u'},
@@ -1329,6 +1358,12 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"currency", required_argument, NULL, OPT_CURRENCY},
         {"settle-timeout", required_argument, NULL, OPT_SETTLE},
         {"server-pid", required_argument, NULL, OPT_SERVER_PID},
+        {"channel", required_argument, NULL, OPT_CHANNEL},
+        {"method", required_argument, NULL, OPT_METHOD},
+        {"check", no_argument, NULL, OPT_CHECK},
+        {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+        {"store-url", required_argument, NULL, OPT_STORE_URL},
+        {"paysim", required_argument, NULL, OPT_PAYSIM},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1338,6 +1373,8 @@ static void parse_options(int argc, char **argv, struct options *o)
     o->amount_minor = PB_DEFAULT_AMOUNT_MINOR;
     o->currency = "CNY";
     o->settle_timeout_s = PB_SETTLE_TIMEOUT_S_DEFAULT;
+    o->channel = "sandbox";
+    o->method = "ok";
     const char *scenario = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "u:k:d:r:c:s:j:h", long_options, NULL)) != -1) {
@@ -1378,6 +1415,24 @@ static void parse_options(int argc, char **argv, struct options *o)
         case OPT_SERVER_PID:
             o->server_pid = (long)parse_int_option("server-pid", optarg, 1, INT32_MAX);
             break;
+        case OPT_CHANNEL:
+            o->channel = optarg;
+            break;
+        case OPT_METHOD:
+            o->method = optarg;
+            break;
+        case OPT_CHECK:
+            o->check = true;
+            break;
+        case OPT_DATA_DIR:
+            o->data_dir = optarg;
+            break;
+        case OPT_STORE_URL:
+            o->store_url = optarg;
+            break;
+        case OPT_PAYSIM:
+            o->paysim = optarg;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -1396,6 +1451,19 @@ static void parse_options(int argc, char **argv, struct options *o)
         o->scenario = SCENARIO_STATIC;
     } else {
         fprintf(stderr, "paybench: unknown scenario \"%s\" (create-and-pay, static)\n", scenario);
+        exit(2);
+    }
+    if (strlen(o->channel) > 32 || strlen(o->method) > 32 ||
+        strspn(o->channel, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.") !=
+            strlen(o->channel) ||
+        strspn(o->method, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.") !=
+            strlen(o->method)) {
+        fprintf(stderr, "paybench: --channel and --method: 1 to 32 of A-Z a-z 0-9 _ - .\n");
+        exit(2);
+    }
+    if (o->check && (o->scenario != SCENARIO_CREATE_AND_PAY || (!o->data_dir && !o->store_url))) {
+        fprintf(stderr, "paybench: --check needs --scenario create-and-pay and --data-dir or"
+                        " --store-url\n");
         exit(2);
     }
     if (o->rate_per_s > 0 && o->concurrency > 0) {
@@ -1441,6 +1509,13 @@ static void bench_init(struct bench *b, const struct options *o)
     memcpy(&b->rng_state, seed, sizeof(seed));
     b->rng_state |= 1u;
     snprintf(b->run_id, sizeof(b->run_id), "%016" PRIx64, rng_next(&b->rng_state));
+    snprintf(b->channel_label, sizeof(b->channel_label), "channel=\"%s\"", o->channel);
+    if (o->check) {
+        snprintf(b->acked_path, sizeof(b->acked_path), "/tmp/paybench-acked-XXXXXX");
+        int fd = mkstemp(b->acked_path);
+        if (fd < 0 || !(b->acked = fdopen(fd, "w")))
+            die("cannot create a file for the acknowledged payments");
+    }
 
     char error[PB_URL_CHARS_MAX + 128];
     if (httpc_target_parse(&b->target, o->url, error, sizeof(error)) != 0) {
@@ -1495,6 +1570,69 @@ static void bench_free(struct bench *b)
     close(b->epoll_fd);
 }
 
+/* paycheck: $PAYCHECK, or beside this program. */
+static void paycheck_path(char *out, size_t size)
+{
+    const char *env = getenv("PAYCHECK");
+    if (env && *env) {
+        snprintf(out, size, "%s", env);
+        return;
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    self[n > 0 ? n : 0] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    snprintf(out, size, "%s/paycheck", slash ? self : ".");
+}
+
+/* Runs paycheck over what this run was acknowledged; its output, whose last
+ * line is check: ok | check: FAILED ..., ends paybench's. Returns its exit
+ * status (0 ok, 1 violations, other: it could not check). */
+static int run_check(struct bench *b)
+{
+    fflush(b->acked);
+    char prog[PATH_MAX + 16];
+    paycheck_path(prog, sizeof(prog));
+    const char *argv[16];
+    int n = 0;
+    argv[n++] = prog;
+    argv[n++] = "--acked";
+    argv[n++] = b->acked_path;
+    if (b->opt.data_dir) {
+        argv[n++] = "--data-dir";
+        argv[n++] = b->opt.data_dir;
+    }
+    if (b->opt.store_url) {
+        argv[n++] = "--store-url";
+        argv[n++] = b->opt.store_url;
+    }
+    if (b->opt.paysim) {
+        argv[n++] = "--paysim";
+        argv[n++] = b->opt.paysim;
+    }
+    argv[n] = NULL;
+    printf("\n");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork failed");
+    if (pid == 0) {
+        execv(prog, (char *const *)argv);
+        fprintf(stderr, "paybench: cannot run %s: %s\n", prog, strerror(errno));
+        _exit(127);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) > 1) {
+        printf("check: FAILED (paycheck could not check)\n");
+        return 2;
+    }
+    return WEXITSTATUS(status);
+}
+
 int main(int argc, char **argv)
 {
     struct options options;
@@ -1523,7 +1661,16 @@ int main(int argc, char **argv)
     }
     cpu_snapshot_take(b, &b->cpu_run_end);
     exit_status = report(b);
+    if (options.check) {
+        int checked = run_check(b);
+        if (checked != 0 && exit_status == 0)
+            exit_status = checked == 1 ? 3 : 1;
+    }
 out_free:
+    if (b->acked) {
+        fclose(b->acked);
+        unlink(b->acked_path);
+    }
     bench_free(b);
     free(b);
     return exit_status;

@@ -1,0 +1,105 @@
+"""Chaos, short versions (run by tests/integration/run.py with the rest).
+
+Each runs paybench's open-loop load against a real payd, injects faults
+while it runs, lets the system settle, and ends with paycheck (paybench
+--check), which reads payd's store and the channel's journal with code of
+its own: nothing acknowledged lost, nothing charged twice, nothing stuck,
+the ledger balanced.
+
+- payd (embedded) killed with SIGKILL three times under load, restarted at
+  once on the same data directory;
+- paysim's faults under load: latency spikes, lost answers, resets, a full
+  outage, one after another, with its notifications on.
+
+The long soak is the same programs for longer: see docs/chaos.md.
+"""
+import os
+import subprocess
+import threading
+import time
+
+import harness
+from harness import PaydTestCase
+from paysim import SECRET, Paysim
+
+PAYBENCH = os.path.join(os.path.dirname(os.path.abspath(harness.PAYD_BIN)), "paybench")
+SLOW = 3 if os.environ.get("PAYD_TEST_SLOW") else 1
+
+
+def paybench(server, seconds, rate, extra=(), channel="sandbox"):
+    """Starts paybench --check against server; returns the Popen."""
+    cmd = [PAYBENCH, "--url", "http://127.0.0.1:%d" % server.port, "--key", server.key,
+           "--scenario", "create-and-pay", "--rate", str(rate), "--duration", str(seconds),
+           "--channel", channel, "--settle-timeout", str(10 * SLOW), "--check"]
+    if harness.STORE == "postgres":
+        pg = harness.postgres()
+        cmd += ["--store-url", pg.url(pg.database_for(server.data_dir)),
+                "--data-dir", server.data_dir]
+    else:
+        cmd += ["--data-dir", server.data_dir]
+    return subprocess.Popen(cmd + list(extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def finish(test, bench, timeout=180):
+    out, _ = bench.communicate(timeout=timeout)
+    lines = [l for l in out.splitlines() if l.strip()]
+    test.assertTrue(lines and lines[-1].startswith("check: ok"), out)
+    return out
+
+
+def acknowledged(out):
+    for line in out.splitlines():
+        if line.startswith("paycheck:") and "acknowledged" in line:
+            return int(line.split(" acknowledged")[0].rsplit(",", 1)[1].split()[-1])
+    return 0
+
+
+class KillNineTest(PaydTestCase):
+    shared_server = False
+
+    def test_kill9_three_times_under_load(self):
+        s = self.start_server(env={"PAYD_BREAKER_MIN_CALLS": "1000000"})
+        s.key  # read the demo key before the first kill
+        bench = paybench(s, 8, 100)
+        for _ in range(3):
+            time.sleep(2)
+            s.kill9()
+            s.start(port=s.port)
+        out = finish(self, bench)
+        self.assertGreater(acknowledged(out), 200, out)
+
+
+class PaysimFaultsTest(PaydTestCase):
+    shared_server = False
+
+    def test_faults_one_after_another(self):
+        port = harness.free_port()
+        paysim = Paysim(notify_delays="0.2,0.5,1,2")
+        self.addCleanup(paysim.cleanup)
+        paysim.start()
+        config = ("[channel.psp]\ntype = http\nurl = http://127.0.0.1:%d\nsecret = %s\n"
+                  "timeout_ms = 500\nnotify_url = http://127.0.0.1:%d/v1/notify/psp\n"
+                  % (paysim.port, SECRET, port))
+        s = self.start_server(config=config, fast=False, start=False,
+                              env={"PAYD_BREAKER_MIN_CALLS": "1000000",
+                                   "PAYD_WORKER_RETRY_BASE_MS": "50",
+                                   "PAYD_WORKER_RETRY_MAX_MS": "500",
+                                   "PAYD_WORKER_MAX_ATTEMPTS": "20"})
+        s.start(port=port)
+        bench = paybench(s, 10, 60, channel="psp",
+                         extra=["--paysim", "psp=http://127.0.0.1:%d" % paysim.port])
+        faults = [{"latency_ms": {"dist": "exponential", "mean_ms": 200, "max_ms": 2000}},
+                  {"lost_answer_rate": 0.3}, {"reset_rate": 0.3}, {"outage": True},
+                  {"hang_rate": 0.2}]
+        for n, f in enumerate(faults):
+            paysim.set_faults(dict(f, seed=n))
+            time.sleep(1.8)
+        paysim.set_faults({})
+        out = finish(self, bench)
+        self.assertGreater(acknowledged(out), 300, out)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
