@@ -1073,8 +1073,8 @@ static double steady_succeeded_per_s(const struct bench *b)
             first = p;
         last = p;
     }
-    if (first == NULL || last == first)
-        return -1.0;
+    if (first == NULL || last == first || last->succeeded < first->succeeded)
+        return -1.0; /* too few readings, or payd restarted (its counters began again) */
     return per_s(last->succeeded - first->succeeded, last->at_us - first->at_us);
 }
 
@@ -1162,7 +1162,7 @@ static void report_payments(const struct bench *b, const struct summary *sum)
     if (sum->steady_succeeded_per_s >= 0)
         printf("%.1f/s\n", sum->steady_succeeded_per_s);
     else
-        printf("n/a (fewer than two readings in the load window)\n");
+        printf("n/a (fewer than two readings in the load window, or payd restarted)\n");
     printf("  sample: %zu of %zu payments read back as succeeded\n", b->verify_succeeded,
            b->sample_len);
 }
