@@ -125,7 +125,7 @@ test-rules:
 	@scripts/deps.sh obs
 	scripts/test_rules.sh
 
-test-integration: $(B)/payd $(B)/paysim $(B)/payctl
+test-integration: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck
 	@scripts/deps.sh obs
 	PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) \
 	    $(PYTHON) tests/integration/run.py
@@ -136,7 +136,7 @@ test-browser: $(B)/payd
 	PAYD_BIN=$(abspath $(B)/payd) scripts/test_browser.sh
 
 # The same suite with every payd storing its data in PostgreSQL.
-test-integration-pg: $(B)/payd $(B)/paysim $(B)/payctl
+test-integration-pg: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck
 	@scripts/deps.sh obs
 	PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) PAYD_TEST_STORE=postgres \
 	    $(PYTHON) tests/integration/run.py
@@ -147,19 +147,20 @@ test-asan:
 	@scripts/deps.sh obs
 	$(MAKE) B=build-asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" \
-	    build-asan/payd build-asan/paysim build-asan/payctl test-unit-asan test-integration-asan \
+	    build-asan/payd build-asan/paysim build-asan/payctl build-asan/paybench \
+	    build-asan/paycheck test-unit-asan test-integration-asan \
 	    test-integration-pg-asan
 
 .PHONY: test-unit-asan test-integration-asan test-integration-pg-asan
 test-unit-asan: $(UNIT_BIN)
 	@ASAN_OPTIONS=detect_leaks=1 tests/unit/run.sh $(UNIT_BIN)
 
-test-integration-asan: $(B)/payd $(B)/paysim $(B)/payctl
+test-integration-asan: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) PAYD_TEST_SLOW=1 \
 	    $(PYTHON) tests/integration/run.py
 
-test-integration-pg-asan: $(B)/payd $(B)/paysim $(B)/payctl
+test-integration-pg-asan: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) PAYD_TEST_SLOW=1 \
 	    PAYD_TEST_STORE=postgres $(PYTHON) tests/integration/run.py
