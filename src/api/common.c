@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "api/internal.h"
+#include "core/money.h"
 #include "util/util.h"
 
 json_t *api_order_json(const struct order *o)
@@ -264,6 +265,23 @@ bool api_idem_enter(struct api_ctx *c, http_req *r, const char *path, json_t *bo
         api_store_failed(r, STORE_E_BUSY);
     }
     return false;
+}
+
+bool api_amount_field(http_req *r, json_t *obj, int64_t *out)
+{
+    json_t *amount = json_object_get(obj, "amount");
+    if (!amount || json_is_null(amount)) {
+        api_invalid(r, "parameter_missing", "amount is required", "amount");
+        return false;
+    }
+    if (!json_is_integer(amount) || !money_amount_valid(json_integer_value(amount))) {
+        api_invalid(r, "amount_invalid",
+                    "amount must be a positive integer (minor units) of at most 10^15",
+                    "amount");
+        return false;
+    }
+    *out = json_integer_value(amount);
+    return true;
 }
 
 static void resume_on_commit(struct store_op *op)

@@ -52,6 +52,10 @@ json_t *api_parse_object(http_req *r, const char *const *allowed, const char *nu
  * NULL when absent or not a string (empty strings are refused too). */
 const char *api_string_field(http_req *r, json_t *obj, const char *name, size_t max_len);
 
+/* The required "amount": an integer in minor units, 1 … 10^15; answers 400
+ * (parameter_missing, amount_invalid) and returns false otherwise. */
+bool api_amount_field(http_req *r, json_t *obj, int64_t *out);
+
 /* An order's immutable facts, and putting them in the order cache. */
 void api_order_facts(const struct order *o, struct order_facts *f);
 void api_remember_order(struct app *app, const struct order *o);

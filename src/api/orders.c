@@ -44,18 +44,8 @@ static bool parse_order(http_req *r, json_t *body, struct order *o)
     }
     snprintf(o->merchant_order_no, sizeof(o->merchant_order_no), "%s", json_string_value(no));
 
-    json_t *amount = json_object_get(body, "amount");
-    if (!amount || json_is_null(amount)) {
-        api_invalid(r, "parameter_missing", "amount is required", "amount");
+    if (!api_amount_field(r, body, &o->amount_minor))
         return false;
-    }
-    if (!json_is_integer(amount) || !money_amount_valid(json_integer_value(amount))) {
-        api_invalid(r, "amount_invalid",
-                    "amount must be a positive integer (minor units) of at most 10^15",
-                    "amount");
-        return false;
-    }
-    o->amount_minor = json_integer_value(amount);
 
     json_t *currency = json_object_get(body, "currency");
     if (!currency || json_is_null(currency)) {

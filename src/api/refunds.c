@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "api/internal.h"
-#include "core/money.h"
 #include "util/util.h"
 #include "worker/refunds.h"
 
@@ -85,18 +84,8 @@ static bool parse_refund(http_req *r, json_t *body, struct refund *rf)
     if (!payment_id)
         return false;
     snprintf(rf->payment_id, sizeof(rf->payment_id), "%s", payment_id);
-    json_t *amount = json_object_get(body, "amount");
-    if (!amount || json_is_null(amount)) {
-        api_invalid(r, "parameter_missing", "amount is required", "amount");
+    if (!api_amount_field(r, body, &rf->amount_minor))
         return false;
-    }
-    if (!json_is_integer(amount) || !money_amount_valid(json_integer_value(amount))) {
-        api_invalid(r, "amount_invalid",
-                    "amount must be a positive integer (minor units) of at most 10^15",
-                    "amount");
-        return false;
-    }
-    rf->amount_minor = json_integer_value(amount);
     json_t *reason = json_object_get(body, "reason");
     if (reason && !json_is_null(reason)) {
         if (!json_is_string(reason) || json_string_length(reason) > REFUND_REASON_MAX ||

@@ -1660,25 +1660,6 @@ static int sqlite_payment_get(store *base, const char *merchant_id, const char *
                    out);
 }
 
-static int sqlite_payment_list(store *base, const char *merchant_id, const char *order_id,
-                               int (*each)(void *, const struct payment *), void *arg)
-{
-    sqlite3_stmt *st = reader_stmt((struct sqlite_store *)base, R_PAYMENT_LIST);
-    if (!st)
-        return STORE_E_IO;
-    bind_text(st, 1, order_id);
-    bind_text(st, 2, merchant_id);
-    int rc;
-    struct payment p;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        row_to_payment(st, &p);
-        if (each(arg, &p) != 0)
-            break;
-    }
-    reader_done(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : STORE_E_IO;
-}
-
 static void convert_idem(sqlite3_stmt *st, void *out)
 {
     struct idem_record *r = out;
@@ -1704,25 +1685,6 @@ static int sqlite_refund_get(store *base, const char *merchant_id, const char *i
 {
     return get_one((struct sqlite_store *)base, R_REFUND_GET, id, merchant_id, convert_refund,
                    out);
-}
-
-static int sqlite_refund_list(store *base, const char *merchant_id, const char *payment_id,
-                              int (*each)(void *, const struct refund *), void *arg)
-{
-    sqlite3_stmt *st = reader_stmt((struct sqlite_store *)base, R_REFUND_LIST);
-    if (!st)
-        return STORE_E_IO;
-    bind_text(st, 1, payment_id);
-    bind_text(st, 2, merchant_id);
-    int rc;
-    struct refund r;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        row_to_refund(st, &r);
-        if (each(arg, &r) != 0)
-            break;
-    }
-    reader_done(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : STORE_E_IO;
 }
 
 static int64_t sqlite_refund_next_due_ms(store *base)
@@ -1763,48 +1725,62 @@ static int sqlite_refund_by_no(store *base, const char *refund_no, struct refund
                    convert_refund, out);
 }
 
-/* Runs a read of (channel, from, to) and hands each row to each(). */
-static int each_between(struct sqlite_store *s, enum rstmt q, const char *channel,
-                        int64_t from_ms, int64_t to_ms,
-                        int (*each)(struct sqlite_store *s, sqlite3_stmt *st, void *arg),
-                        void *arg)
-{
-    sqlite3_stmt *st = reader_stmt(s, q);
-    if (!st)
-        return STORE_E_IO;
-    bind_text(st, 1, channel);
-    sqlite3_bind_int64(st, 2, from_ms);
-    sqlite3_bind_int64(st, 3, to_ms);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        if (each(s, st, arg) != 0)
-            break;
-    reader_done(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : STORE_E_IO;
-}
-
+/* Hands the rows of a list read to a caller's each(), as records. */
 struct each_call {
     int (*payment)(void *arg, const struct payment *p);
     int (*refund)(void *arg, const struct refund *r);
     void *arg;
 };
 
-static int call_payment(struct sqlite_store *s, sqlite3_stmt *st, void *arg)
+/* Runs read q with ?1 = a and either ?2 = b (b not NULL) or ?2, ?3 = the
+ * range [from_ms, to_ms), and hands each row, as a payment or a refund, to
+ * the caller until its each() returns non-zero. */
+static int each_row(struct sqlite_store *s, enum rstmt q, const char *a, const char *b,
+                    int64_t from_ms, int64_t to_ms, const struct each_call *c)
 {
-    (void)s;
-    struct each_call *c = arg;
-    struct payment p;
-    row_to_payment(st, &p);
-    return c->payment(c->arg, &p);
+    sqlite3_stmt *st = reader_stmt(s, q);
+    if (!st)
+        return STORE_E_IO;
+    bind_text(st, 1, a);
+    if (b) {
+        bind_text(st, 2, b);
+    } else {
+        sqlite3_bind_int64(st, 2, from_ms);
+        sqlite3_bind_int64(st, 3, to_ms);
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int stop;
+        if (c->payment) {
+            struct payment p;
+            row_to_payment(st, &p);
+            stop = c->payment(c->arg, &p);
+        } else {
+            struct refund r;
+            row_to_refund(st, &r);
+            stop = c->refund(c->arg, &r);
+        }
+        if (stop != 0)
+            break;
+    }
+    reader_done(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : STORE_E_IO;
 }
 
-static int call_refund(struct sqlite_store *s, sqlite3_stmt *st, void *arg)
+static int sqlite_payment_list(store *base, const char *merchant_id, const char *order_id,
+                               int (*each)(void *, const struct payment *), void *arg)
 {
-    (void)s;
-    struct each_call *c = arg;
-    struct refund r;
-    row_to_refund(st, &r);
-    return c->refund(c->arg, &r);
+    struct each_call c = {.payment = each, .arg = arg};
+    return each_row((struct sqlite_store *)base, R_PAYMENT_LIST, order_id, merchant_id, 0, 0,
+                    &c);
+}
+
+static int sqlite_refund_list(store *base, const char *merchant_id, const char *payment_id,
+                              int (*each)(void *, const struct refund *), void *arg)
+{
+    struct each_call c = {.refund = each, .arg = arg};
+    return each_row((struct sqlite_store *)base, R_REFUND_LIST, payment_id, merchant_id, 0, 0,
+                    &c);
 }
 
 static int sqlite_payments_succeeded(store *base, const char *channel, int64_t from_ms,
@@ -1812,8 +1788,8 @@ static int sqlite_payments_succeeded(store *base, const char *channel, int64_t f
                                      void *arg)
 {
     struct each_call c = {.payment = each, .arg = arg};
-    return each_between((struct sqlite_store *)base, R_PAYMENTS_SUCCEEDED, channel, from_ms,
-                        to_ms, call_payment, &c);
+    return each_row((struct sqlite_store *)base, R_PAYMENTS_SUCCEEDED, channel, NULL, from_ms,
+                    to_ms, &c);
 }
 
 static int sqlite_refunds_succeeded(store *base, const char *channel, int64_t from_ms,
@@ -1821,8 +1797,8 @@ static int sqlite_refunds_succeeded(store *base, const char *channel, int64_t fr
                                     void *arg)
 {
     struct each_call c = {.refund = each, .arg = arg};
-    return each_between((struct sqlite_store *)base, R_REFUNDS_SUCCEEDED, channel, from_ms,
-                        to_ms, call_refund, &c);
+    return each_row((struct sqlite_store *)base, R_REFUNDS_SUCCEEDED, channel, NULL, from_ms,
+                    to_ms, &c);
 }
 
 static int sqlite_balance(store *base, const char *merchant_id, struct store_amount *out,
