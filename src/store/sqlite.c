@@ -608,6 +608,20 @@ static int op_simple_text(struct sqlite_store *s, enum wstmt w, const char *a, i
     return step_done(st) == SQLITE_DONE ? STORE_OK : STORE_E_IO;
 }
 
+/* A claim of due rows (the outbox, refunds, events): its statement with
+ * ?1 = now, ?2 = the lease's end, ?3 = max, ready to step. */
+static sqlite3_stmt *claim_statement(struct sqlite_store *s, enum wstmt w, int max,
+                                     int64_t lease_ms)
+{
+    PAYD_ASSERT(max > 0 && max <= STORE_CLAIM_MAX);
+    int64_t now_ms = clock_wall_ms();
+    sqlite3_stmt *st = s->w[w];
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 2, now_ms + lease_ms);
+    sqlite3_bind_int(st, 3, max);
+    return st;
+}
+
 /* Reads the idempotency record of key into out; STORE_E_IDEM_EXISTS when
  * there is one, STORE_OK when not. */
 static int idem_check(struct sqlite_store *s, const char *merchant_id, const char *key,
@@ -895,13 +909,8 @@ static int op_refund_create(struct sqlite_store *s, struct store_op *op)
 
 static int op_refund_claim(struct sqlite_store *s, struct store_op *op)
 {
-    int64_t now_ms = clock_wall_ms();
     int max = op->in.refund_claim.max;
-    PAYD_ASSERT(max > 0 && max <= STORE_CLAIM_MAX);
-    sqlite3_stmt *st = s->w[W_REFUND_CLAIM];
-    sqlite3_bind_int64(st, 1, now_ms);
-    sqlite3_bind_int64(st, 2, now_ms + op->in.refund_claim.lease_ms);
-    sqlite3_bind_int(st, 3, max);
+    sqlite3_stmt *st = claim_statement(s, W_REFUND_CLAIM, max, op->in.refund_claim.lease_ms);
     int n = 0, rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         PAYD_ASSERT(n < max);
@@ -1060,13 +1069,8 @@ static int op_webhook_set(struct sqlite_store *s, struct store_op *op)
 
 static int op_event_claim(struct sqlite_store *s, struct store_op *op)
 {
-    int64_t now_ms = clock_wall_ms();
     int max = op->in.event_claim.max;
-    PAYD_ASSERT(max > 0 && max <= STORE_CLAIM_MAX);
-    sqlite3_stmt *st = s->w[W_EVENT_CLAIM];
-    sqlite3_bind_int64(st, 1, now_ms);
-    sqlite3_bind_int64(st, 2, now_ms + op->in.event_claim.lease_ms);
-    sqlite3_bind_int(st, 3, max);
+    sqlite3_stmt *st = claim_statement(s, W_EVENT_CLAIM, max, op->in.event_claim.lease_ms);
     int n = 0, rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         PAYD_ASSERT(n < max);
@@ -1143,13 +1147,8 @@ static int op_payment_reroute(struct sqlite_store *s, struct store_op *op)
 
 static int op_outbox_claim(struct sqlite_store *s, struct store_op *op)
 {
-    int64_t now_ms = clock_wall_ms();
     int max = op->in.outbox_claim.max;
-    PAYD_ASSERT(max > 0 && max <= STORE_CLAIM_MAX);
-    sqlite3_stmt *st = s->w[W_OUTBOX_CLAIM];
-    sqlite3_bind_int64(st, 1, now_ms);
-    sqlite3_bind_int64(st, 2, now_ms + op->in.outbox_claim.lease_ms);
-    sqlite3_bind_int(st, 3, max);
+    sqlite3_stmt *st = claim_statement(s, W_OUTBOX_CLAIM, max, op->in.outbox_claim.lease_ms);
     int n = 0, rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         PAYD_ASSERT(n < max);

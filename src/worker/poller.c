@@ -56,7 +56,7 @@ static void *poller_main(void *arg)
     poller *p = arg;
     pthread_setname_np(pthread_self(), p->ops.thread_name);
     while (wait_for_work(p))
-        while (!stopping(p) && p->ops.run(p->arg, p->count) > 0)
+        while (!stopping(p) && p->ops.run(p->arg) > 0)
             ;
     return NULL;
 }

@@ -18,8 +18,8 @@ struct poller_ops {
     const char *thread_name; /* at most 15 characters */
     /* Wall ms when the next row is due; INT64_MAX when none. */
     int64_t (*next_due_ms)(void *arg);
-    /* Claims and handles one batch; returns how many rows it claimed. */
-    int (*run)(void *arg, int threads);
+    /* Claims and handles one row; returns how many it claimed (0: none due). */
+    int (*run)(void *arg);
 };
 
 poller *poller_start(int threads, int64_t poll_ms, const struct poller_ops *ops, void *arg);

@@ -120,9 +120,8 @@ static int64_t next_due_ms(void *arg)
 
 /* Claims one refund at a time: its lease then covers one channel call,
  * never a queue of them. */
-static int run(void *arg, int threads)
+static int run(void *arg)
 {
-    (void)threads;
     refunder *rf = arg;
     struct refund r;
     struct store_op op = {.kind = STORE_OP_REFUND_CLAIM};

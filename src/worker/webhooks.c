@@ -150,9 +150,8 @@ static int64_t next_due_ms(void *arg)
 }
 
 /* Claims one event at a time: its lease then covers one delivery. */
-static int run(void *arg, int threads)
+static int run(void *arg)
 {
-    (void)threads;
     webhook_sender *w = arg;
     struct event *e = xcalloc(1, sizeof(*e)); /* 4 KiB: not on a thread's stack */
     struct store_op op = {.kind = STORE_OP_EVENT_CLAIM};
