@@ -1952,8 +1952,15 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
      * batch; a large cache keeps them all (readers keep SQLite's default). */
     sqlite3_exec(s->wdb, "PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY", NULL, NULL,
                  NULL);
+    /* The schema in one BEGIN IMMEDIATE transaction: its statements read the
+     * schema before they may write, and in WAL a statement that upgrades a
+     * read to a write while another process (a running server, for a
+     * command) writes gets "database is locked" at once, without the busy
+     * timeout; a write transaction taken first waits for its turn. */
     char *msg = NULL;
-    if (sqlite3_exec(s->wdb, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
+    if (sqlite3_exec(s->wdb, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(s->wdb, schema_sql, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, err_size, "store: schema: %s", msg ? msg : "failed");
         sqlite3_free(msg);
         goto out_free;
