@@ -20,6 +20,7 @@ struct http_daemon {
     struct http_daemon_options opts;
     int port;
     atomic_int parked; /* requests suspended, waiting for http_resume() */
+    atomic_int live;   /* requests begun whose answer is not yet sent */
     MHD_socket quiesced_fd;
 };
 
@@ -232,6 +233,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
     if (!r) {
         r = req_new(d, conn, url, method);
+        atomic_fetch_add(&d->live, 1);
         *con_cls = r;
         return d->opts.begin ? d->opts.begin(r) : MHD_YES;
     }
@@ -265,11 +267,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
+    http_daemon *d = cls;
     (void)conn;
     (void)toe;
-    if (*con_cls)
+    if (*con_cls) {
         req_free(*con_cls);
+        atomic_fetch_sub(&d->live, 1);
+    }
     *con_cls = NULL;
 }
 
@@ -290,6 +294,7 @@ http_daemon *http_daemon_start(const struct http_daemon_options *opts, char *err
     d->opts = *opts;
     d->quiesced_fd = MHD_INVALID_SOCKET;
     atomic_init(&d->parked, 0);
+    atomic_init(&d->live, 0);
 
     char port[16];
     snprintf(port, sizeof(port), "%d", opts->port);
@@ -343,7 +348,9 @@ int http_daemon_drain(http_daemon *d, int64_t grace_ms)
     /* The daemon cannot stop while a connection is suspended. */
     http_daemon_quiesce(d);
     int64_t deadline_ms = clock_mono_ms() + grace_ms;
-    while (atomic_load(&d->parked) > 0 && clock_mono_ms() < deadline_ms)
+    /* Completion is notified once the answer is sent (or the connection
+     * closed), so this waits for the answers just resumed to be written. */
+    while (atomic_load(&d->live) > 0 && clock_mono_ms() < deadline_ms)
         sleep_ms(5);
     return atomic_load(&d->parked);
 }

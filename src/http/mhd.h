@@ -111,8 +111,9 @@ http_daemon *http_daemon_start(const struct http_daemon_options *opts, char *err
 int http_daemon_port(const http_daemon *d);
 /* Stops accepting new connections; requests in progress go on. */
 void http_daemon_quiesce(http_daemon *d);
-/* Quiesces, then waits up to grace_ms for the parked requests to be
- * resumed; returns how many are still parked. */
+/* Quiesces, then waits up to grace_ms for every request begun to have its
+ * answer sent (parked ones resumed and answered); returns how many are
+ * still parked. */
 int http_daemon_drain(http_daemon *d, int64_t grace_ms);
 /* Closes every connection, joins the threads and frees. */
 void http_daemon_stop(http_daemon *d);

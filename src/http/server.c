@@ -204,10 +204,9 @@ void http_server_stop(http_server *srv, int64_t grace_ms)
 {
     if (!srv)
         return;
-    /* Stop accepting, then let parked requests get their answer: the
-     * daemon cannot stop while a connection is suspended. */
-    if (http_daemon_drain(srv->daemon, grace_ms) == 0)
-        sleep_ms(50); /* the answers just resumed get written */
+    /* Stop accepting, then let requests begun (parked ones too: the daemon
+     * cannot stop while a connection is suspended) get their answer. */
+    http_daemon_drain(srv->daemon, grace_ms);
     http_daemon_stop(srv->daemon);
     free(srv);
 }

@@ -175,7 +175,6 @@ void srv_stop(srv *s, int64_t grace_ms)
     int parked = http_daemon_drain(s->daemon, grace_ms);
     if (parked > 0)
         log_line("stopping with %d requests still parked", parked);
-    sleep_ms(50); /* let the answers just resumed be written */
     http_daemon_stop(s->daemon);
     free(s);
 }
