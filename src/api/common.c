@@ -10,6 +10,10 @@
 #include "core/money.h"
 #include "util/util.h"
 
+/* Retry-After while the store's disk is full: space comes back when an
+ * operator frees it, seldom within a second. */
+#define STORAGE_FULL_RETRY_S 5
+
 json_t *api_order_json(const struct order *o)
 {
     char created[25];
@@ -178,6 +182,9 @@ const char *api_message(http_req *r, enum api_msg msg)
         [API_MSG_RATE_LIMITED_GLOBAL] = {"Too many requests right now. Please retry after the "
                                          "number of seconds in Retry-After.",
                                          "当前请求过多，请在 Retry-After 所示秒数后重试。"},
+        [API_MSG_STORAGE_FULL] = {"We cannot take payments for a moment; nothing was "
+                                  "charged. Please try again shortly.",
+                                  "暂时无法受理支付，未产生任何扣款，请稍后再试。"},
     };
     return text[msg][wants_chinese(r) ? 1 : 0];
 }
@@ -187,15 +194,20 @@ void api_degraded(http_req *r, int64_t retry_after_s, enum api_msg msg)
     char secs[24];
     snprintf(secs, sizeof(secs), "%lld", (long long)(retry_after_s > 0 ? retry_after_s : 1));
     http_add_header(r, "Retry-After", secs);
-    http_error(r, 503, "service_degraded",
-               msg == API_MSG_CHANNEL_DOWN ? "channel_unavailable" : "overloaded",
-               api_message(r, msg), NULL);
+    const char *code = msg == API_MSG_CHANNEL_DOWN   ? "channel_unavailable"
+                       : msg == API_MSG_STORAGE_FULL ? "storage_full"
+                                                     : "overloaded";
+    http_error(r, 503, "service_degraded", code, api_message(r, msg), NULL);
 }
 
 void api_store_failed(http_req *r, int rc)
 {
     if (rc == STORE_E_BUSY) {
         api_degraded(r, 1, API_MSG_OVERLOADED);
+        return;
+    }
+    if (rc == STORE_E_FULL) {
+        api_degraded(r, STORAGE_FULL_RETRY_S, API_MSG_STORAGE_FULL);
         return;
     }
     http_error(r, 500, "api_error", "internal_error",

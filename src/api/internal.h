@@ -85,15 +85,18 @@ enum api_msg {
     API_MSG_CHANNEL_DOWN,
     API_MSG_RATE_LIMITED,
     API_MSG_RATE_LIMITED_GLOBAL,
+    API_MSG_STORAGE_FULL,
 };
 const char *api_message(http_req *r, enum api_msg msg);
 
-/* 503 service_degraded with Retry-After (code overloaded, or
- * channel_unavailable for API_MSG_CHANNEL_DOWN). */
+/* 503 service_degraded with Retry-After (code overloaded, channel_unavailable
+ * for API_MSG_CHANNEL_DOWN, storage_full for API_MSG_STORAGE_FULL). */
 void api_degraded(http_req *r, int64_t retry_after_s, enum api_msg msg);
 
 /* Common answers. */
 void api_not_found(http_req *r, const char *param);
+/* A write the store did not make: 503 (Retry-After) when it is busy or its
+ * disk is full, 500 otherwise; nothing was changed either way. */
 void api_store_failed(http_req *r, int rc);
 void api_invalid(http_req *r, const char *code, const char *message, const char *param);
 

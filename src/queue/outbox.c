@@ -18,11 +18,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "obs/log.h"
 #include "queue/queue.h"
 #include "util/util.h"
 
 #define IDLE_POLL_MS 1000
 #define ACK_BATCH_MAX 1024 /* acknowledgements kept before they must be written */
+#define RESET_RETRY_MS 200
 
 struct outbox_queue {
     queue base;
@@ -98,10 +100,45 @@ static void flush_acks_locked(struct outbox_queue *q)
     pthread_mutex_lock(&q->mu);
 }
 
+/* This process owns the data directory (the caller holds its lock), so
+ * every lease still in the table belongs to a process that is gone: they are
+ * released before the first claim. When the store cannot write (a full
+ * disk), nothing can be claimed either, so this is tried again until it
+ * succeeds; claiming first would let a later release take back this
+ * process's own leases. */
+static void release_old_leases(struct outbox_queue *q)
+{
+    bool told = false;
+    for (;;) {
+        struct store_op reset = {.kind = STORE_OP_OUTBOX_RESET};
+        int rc = store_exec(q->store, &reset, 5000);
+        if (rc == STORE_OK)
+            break;
+        if (!told) {
+            log_warn("outbox_reset_failed", "error", store_rc_name(rc), NULL);
+            told = true;
+        }
+        pthread_mutex_lock(&q->mu);
+        bool stopping = q->stopping;
+        if (!stopping) {
+            struct timespec ts;
+            clock_deadline(RESET_RETRY_MS, &ts);
+            pthread_cond_timedwait(&q->wake, &q->mu, &ts);
+            stopping = q->stopping;
+        }
+        pthread_mutex_unlock(&q->mu);
+        if (stopping)
+            return;
+    }
+    if (told)
+        log_info("outbox_reset_done", NULL);
+}
+
 static void *dispatcher_main(void *arg)
 {
     struct outbox_queue *q = arg;
     pthread_setname_np(pthread_self(), "payd-outbox");
+    release_old_leases(q);
     struct outbox_msg *msgs = xcalloc(STORE_CLAIM_MAX, sizeof(*msgs));
     pthread_mutex_lock(&q->mu);
     while (!q->stopping) {
@@ -271,13 +308,6 @@ queue *queue_outbox_new(store *s, const struct queue_outbox_options *opts)
     pthread_cond_init(&q->has_msgs, NULL);
     pthread_cond_init(&q->wake, NULL);
 
-    /* This process owns the data directory (the caller holds its lock), so
-     * every lease still in the table belongs to a process that is gone. */
-    struct store_op reset = {.kind = STORE_OP_OUTBOX_RESET};
-    if (store_exec(s, &reset, 5000) != STORE_OK) {
-        fprintf(stderr, "{\"level\":\"warn\",\"msg\":\"outbox: could not release old leases; "
-                        "they will expire\"}\n");
-    }
     PAYD_ASSERT(pthread_create(&q->dispatcher, NULL, dispatcher_main, q) == 0);
     return &q->base;
 }

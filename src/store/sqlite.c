@@ -1343,22 +1343,60 @@ static bool needs_savepoint(enum store_op_kind kind)
            kind == STORE_OP_NOTIFY_APPLY;
 }
 
-/* Runs one batch in one transaction and reports every op. */
+/* The rc for a batch the database failed: STORE_E_FULL when the disk (or
+ * the database's size limit) is full, STORE_E_IO otherwise. */
+static int failed_rc(sqlite3 *db)
+{
+    return (sqlite3_extended_errcode(db) & 0xff) == SQLITE_FULL ? STORE_E_FULL : STORE_E_IO;
+}
+
+/* Every op of the batch failed with rc: nothing of it is committed. */
+static void fail_batch(struct store_op **ops, int n, int rc)
+{
+    for (int i = 0; i < n; i++) {
+        if (ops[i]->rc == STORE_E_IDEM_EXISTS)
+            free(ops[i]->out.idem.body);
+        ops[i]->rc = rc;
+    }
+}
+
+/* Whether an op the database failed takes its batch down: an op without a
+ * savepoint may have written half of itself, and after a full disk or an
+ * I/O error SQLite may have rolled the whole transaction back already. A
+ * constraint failure in an op with a savepoint fails that op alone. */
+static bool batch_lost(sqlite3 *db, bool savepoint)
+{
+    int code = sqlite3_extended_errcode(db) & 0xff;
+    return !savepoint || sqlite3_get_autocommit(db) || code == SQLITE_FULL ||
+           code == SQLITE_IOERR || code == SQLITE_NOMEM || code == SQLITE_CORRUPT;
+}
+
+/* Runs one batch in one transaction and reports every op. When the
+ * database fails an op so that the batch is lost (batch_lost()), nothing of
+ * the batch is committed and every op is told so. */
 static void run_batch(struct sqlite_store *s, struct store_op **ops, int n)
 {
     if (step_done(s->w[W_BEGIN]) != SQLITE_DONE) {
         log_db_error(s->wdb, "begin");
-        for (int i = 0; i < n; i++)
-            ops[i]->rc = STORE_E_IO;
+        fail_batch(ops, n, failed_rc(s->wdb));
         goto out_report;
     }
     for (int i = 0; i < n; i++) {
         bool savepoint = needs_savepoint(ops[i]->kind);
-        if (savepoint)
-            PAYD_ASSERT(step_done(s->w[W_SAVEPOINT]) == SQLITE_DONE);
-        ops[i]->rc = run_op(s, ops[i]);
+        if (savepoint && step_done(s->w[W_SAVEPOINT]) != SQLITE_DONE)
+            ops[i]->rc = STORE_E_IO;
+        else
+            ops[i]->rc = run_op(s, ops[i]);
         if (ops[i]->rc == STORE_E_IO)
             log_db_error(s->wdb, store_rc_name(ops[i]->rc));
+        if (ops[i]->rc == STORE_E_IO && batch_lost(s->wdb, savepoint)) {
+            int rc = failed_rc(s->wdb);
+            step_done(s->w[W_ROLLBACK]); /* fails harmlessly if SQLite rolled back */
+            for (int j = i + 1; j < n; j++)
+                ops[j]->rc = STORE_OK;   /* not run: nothing to free */
+            fail_batch(ops, n, rc);
+            goto out_report;
+        }
         if (savepoint) {
             if (ops[i]->rc != STORE_OK)
                 step_done(s->w[W_ROLLBACK_TO]);
@@ -1367,12 +1405,9 @@ static void run_batch(struct sqlite_store *s, struct store_op **ops, int n)
     }
     if (step_done(s->w[W_COMMIT]) != SQLITE_DONE) {
         log_db_error(s->wdb, "commit");
+        int rc = failed_rc(s->wdb);
         step_done(s->w[W_ROLLBACK]);
-        for (int i = 0; i < n; i++) {
-            if (ops[i]->rc == STORE_E_IDEM_EXISTS)
-                free(ops[i]->out.idem.body);
-            ops[i]->rc = STORE_E_IO;
-        }
+        fail_batch(ops, n, rc);
     }
 out_report:
     if (s->on_commit)

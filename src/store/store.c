@@ -33,6 +33,7 @@ const char *store_rc_name(int rc)
     case STORE_E_IO: return "io";
     case STORE_E_NOT_REFUNDABLE: return "not_refundable";
     case STORE_E_EXCEEDS: return "exceeds_refundable";
+    case STORE_E_FULL: return "disk_full";
     default: return "unknown";
     }
 }

@@ -45,6 +45,7 @@ enum store_rc {
     STORE_E_IO = -11,            /* the database failed; nothing was committed */
     STORE_E_NOT_REFUNDABLE = -12, /* refund: the payment has not succeeded */
     STORE_E_EXCEEDS = -13,       /* refund: more than is left to refund */
+    STORE_E_FULL = -14,          /* the disk is full; nothing was committed */
 };
 
 const char *store_rc_name(int rc);

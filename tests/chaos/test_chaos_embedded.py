@@ -9,7 +9,11 @@ the ledger balanced.
 - payd (embedded) killed with SIGKILL three times under load, restarted at
   once on the same data directory;
 - paysim's faults under load: latency spikes, lost answers, resets, a full
-  outage, one after another, with its notifications on.
+  outage, one after another, with its notifications on;
+- the data directory's disk (a small tmpfs) filled up under load: payd
+  answers 503 storage_full while it cannot write, is killed and restarted
+  while the disk is still full, and takes payments again once space
+  returns.
 
 The long soak is the same tests for longer (docs/chaos.md):
 PAYD_CHAOS_SECONDS sets the load's length (default 8 and 10 s), and
@@ -19,6 +23,7 @@ failing soak can be run again the same way.
 import random
 import os
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -117,6 +122,91 @@ class PaysimFaultsTest(PaydTestCase):
         paysim.set_faults({})
         out = finish(self, bench, timeout=seconds + 180)
         self.assertGreater(acknowledged(out), 30 * seconds, out)
+
+
+def fill(path):
+    """Writes path until the disk is full, to the last block."""
+    with open(path, "wb", buffering=0) as f:
+        for chunk in (1 << 20, 4096, 512):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass
+
+
+class DiskFullTest(PaydTestCase):
+    shared_server = False
+
+    def mount_small_disk(self):
+        if harness.STORE == "postgres":
+            self.skipTest("with PostgreSQL payd's data directory holds no database to fill")
+        if os.geteuid() != 0:
+            self.skipTest("mounting a small tmpfs needs root")
+        mnt = tempfile.mkdtemp(prefix="payd-full-")
+        self.addCleanup(os.rmdir, mnt)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", mnt],
+                       check=True)
+        self.addCleanup(subprocess.run, ["umount", mnt], check=True)
+        return mnt
+
+    def waitStorageFull(self, s):
+        """Waits for a write to be refused 503 storage_full (SQLite first fills
+        the space its write-ahead log already holds) and checks the answer."""
+        refused = []
+
+        def full():
+            r = s.request("POST", "/v1/orders", {"merchant_order_no": harness.unique("F"),
+                                                 "amount": 100, "currency": "CNY"})
+            if r.status != 201:
+                refused.append(r)
+            return bool(refused)
+        harness.wait_until(full, timeout=15 * SLOW, what="a write refused")
+        self.assertError(refused[0], 503, "service_degraded", "storage_full")
+        self.assertGreaterEqual(int(refused[0].headers["Retry-After"]), 1)
+
+    def test_disk_full_503_then_recovers_nothing_lost(self):
+        mnt = self.mount_small_disk()
+        s = self.start_server(data_dir=mnt, env={"PAYD_BREAKER_MIN_CALLS": "1000000",
+                                                 "PAYD_WORKER_RETRY_BASE_MS": "50",
+                                                 "PAYD_WORKER_RETRY_MAX_MS": "500"})
+        s.key
+        seconds = SECONDS or 12
+        bench = paybench(s, seconds, 80)
+        filler = os.path.join(mnt, "filler")
+        time.sleep(seconds / 4)
+        before = s.create_order()
+        fill(filler)
+        self.waitStorageFull(s)
+        # Reads go on: the order written before the disk filled.
+        r = s.request("GET", "/v1/orders/" + before["id"])
+        self.assertEqual((r.status, r.body["status"]), (200, "pending_payment"))
+        time.sleep(seconds / 8)
+        s.kill9()
+        s.start(port=s.port)   # on a full disk: starts, and still refuses writes
+        self.waitStorageFull(s)
+        time.sleep(seconds / 8)
+        os.unlink(filler)
+        o = wait_for_write(s)
+        self.assertEqual(s.request("GET", "/v1/orders/" + o["id"]).body["status"],
+                         "pending_payment")
+        out = finish(self, bench, timeout=seconds + 180)
+        self.assertIn(" 503=", out)                  # the load saw the full disk
+        self.assertGreater(acknowledged(out), 20 * seconds, out)
+
+
+def wait_for_write(s):
+    """Creates an order once payd can write again; returns it."""
+    got = []
+
+    def written():
+        r = s.request("POST", "/v1/orders", {"merchant_order_no": harness.unique("R"),
+                                             "amount": 100, "currency": "CNY"})
+        if r.status == 201:
+            got.append(r.body)
+        return bool(got)
+    harness.wait_until(written, timeout=15 * SLOW, what="payd writing again")
+    return got[0]
 
 
 if __name__ == "__main__":
