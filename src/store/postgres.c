@@ -932,6 +932,7 @@ enum batch_outcome {
     BATCH_RETRY,  /* transient: run it all again */
     BATCH_BAD_OP, /* one op failed for its own reason: *bad is its index */
     BATCH_CONN,   /* the connection is gone */
+    BATCH_FULL,   /* the server's disk is full (disk_full): none can be written */
 };
 
 /* Runs ops[0..n) in one transaction, pipelined. On BATCH_COMMITTED every
@@ -997,6 +998,8 @@ static enum batch_outcome run_pipeline(PGconn *c, struct store_op **ops, int n, 
     if (failed_state) {
         bool own = *bad >= 0 && !transient(failed_state);
         outcome = own ? BATCH_BAD_OP : reconnect_state(failed_state) ? BATCH_CONN : BATCH_RETRY;
+        if (strcmp(failed_state, "53100") == 0)
+            outcome = BATCH_FULL;
     }
 out:
     if (outcome != BATCH_COMMITTED) {
@@ -1101,6 +1104,11 @@ static void run_batch(struct pg_store *s, PGconn **c, struct store_op **ops, int
         enum batch_outcome o = run_pipeline(*c, work, t, &bad);
         if (o == BATCH_COMMITTED) {
             notify_new_messages(*c, work, t);
+            break;
+        }
+        if (o == BATCH_FULL) {
+            for (int i = 0; i < t; i++)
+                work[i]->rc = STORE_E_FULL;
             break;
         }
         if (o == BATCH_BAD_OP) {
