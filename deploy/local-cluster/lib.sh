@@ -68,13 +68,22 @@ as_postgres_owner() {
     fi
 }
 
+# Whether pid $1 runs: a zombie (exited, its parent has not reaped it yet,
+# as when a test started it again) does not.
+running() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat%% *}" != Z ]]
+}
+
 # Stops pid $1 with signal $2 (TERM), then KILL after $3 (30) seconds.
 stop_pid() {
     local pid="$1" sig="${2:-TERM}" wait_s="${3:-30}" i
-    kill -0 "$pid" 2>/dev/null || return 0
+    running "$pid" || return 0
     kill -"$sig" "$pid" 2>/dev/null || return 0
     for ((i = 0; i < wait_s * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        running "$pid" || return 0
         sleep 0.1
     done
     log "pid $pid did not stop within ${wait_s}s of SIG$sig; SIGKILL"

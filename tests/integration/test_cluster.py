@@ -59,17 +59,19 @@ class Cluster:
         self._procs = []
 
     def down(self):
-        for proc in self._procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(30)
         for pid in self.worker_pids + self.api_pids:
             try:
                 os.kill(pid, signal.SIGCONT)  # a stopped process cannot stop
             except ProcessLookupError:
                 pass
+        # cluster.env holds the pids of what was started again too, so `down`
+        # stops everything in its order (the instances before PostgreSQL).
         subprocess.run([DOWN, self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=180)
+        for proc in self._procs:  # reaped; killed if `down` missed one
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)
         if os.environ.get("PAYD_KEEP_TMP") != "1":
             shutil.rmtree(self.dir, True)
 
@@ -101,29 +103,67 @@ class Cluster:
             shutil.rmtree(os.path.join(self.env["NATS_STORE"], "jetstream"), True)
         self.start_service("NATS")
 
-    def kill_service(self, name):
-        """SIGKILL of NATS or REDIS, by the pid `up` recorded (or the one
-        start_service gave it)."""
+    def kill_service(self, name, sig=signal.SIGKILL):
+        """Kills NATS, REDIS or PG (by default with SIGKILL; PostgreSQL is
+        best crashed with SIGQUIT, its immediate shutdown: SIGKILL would
+        leave its backends holding the shared memory) by the pid `up`
+        recorded (or the one start_service gave it); waits for it to die."""
         pid = int(self.env[name + "_PID"])
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not os.path.exists("/proc/%d/cmdline" % pid) or
-                   open("/proc/%d/stat" % pid).read().split()[2] == "Z",
-                   timeout=10, what="%s to die" % name)
+        os.kill(pid, sig)
+        wait_dead(pid, name)
 
     def start_service(self, name):
-        """Starts NATS or REDIS again as it ran (same port, same directory);
-        the new pid goes into cluster.env for `down`."""
-        with open(os.path.join(self.dir, name.lower(), "cmd")) as f:
-            argv = f.read().split("\n")[:-1]  # as `up` ran it, an argument a line
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True, cwd=self.dir)
+        """Starts NATS, REDIS or PG again as it ran (same port, same
+        directory); the new pid goes into cluster.env for `down`."""
+        proc = self._spawn(name.lower(), log=(name == "PG" and "postgres.log"))
+        self._set_env(name + "_PID", str(proc.pid))
+
+    def restart_instance(self, kind, n):
+        """Starts payd instance `kind` n (kind "api" or "worker", n from 0)
+        again as `up` ran it, after it was killed; waits until it is ready."""
+        name = "%s%d" % (kind, n + 1)
+        pids = self.api_pids if kind == "api" else self.worker_pids
+        wait_dead(pids[n], name)
+        proc = self._spawn(name, stdout="stdout.log", log="stderr.log")
+        pids[n] = proc.pid
+        self._set_env(kind.upper() + "_PIDS", " ".join(str(p) for p in pids))
+        urls = self.env[kind.upper() + "_URLS"].split()
+        port = int(urls[n].rsplit(":", 1)[1])
+
+        def ready():
+            if proc.poll() is not None:
+                raise AssertionError("%s exited %s:\n%s" % (name, proc.returncode, self.logs()))
+            try:
+                return harness.http_request(port, "GET", "/readyz", timeout=1).status == 200
+            except OSError:
+                return False
+        wait_until(ready, timeout=30, what="%s ready again" % name)
+
+    def _spawn(self, sub, stdout=None, log=None):
+        """Runs DIR/sub/cmd (an argument a line, as `up` wrote it), its
+        output appended to DIR/sub/stdout and DIR/sub/log."""
+        d = os.path.join(self.dir, sub)
+        with open(os.path.join(d, "cmd")) as f:
+            argv = f.read().split("\n")[:-1]
+        out = open(os.path.join(d, stdout), "a") if stdout else subprocess.DEVNULL
+        err = open(os.path.join(d, log), "a") if log else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    start_new_session=True, cwd=self.dir)
+        finally:
+            for f in (out, err):
+                if f is not subprocess.DEVNULL:
+                    f.close()
         self._procs.append(proc)  # our children: down() must not wait for their zombies
-        self.env[name + "_PID"] = str(proc.pid)
+        return proc
+
+    def _set_env(self, key, value):
+        """Sets key in self.env and in cluster.env, which `down` reads."""
+        self.env[key] = value
         path = os.path.join(self.dir, "cluster.env")
         with open(path) as f:
-            lines = [l for l in f if not l.startswith(name + "_PID=")]
-        lines.append('%s_PID="%d"\n' % (name, proc.pid))
+            lines = [l for l in f if not l.startswith(key + "=")]
+        lines.append('%s="%s"\n' % (key, value))
         with open(path, "w") as f:
             f.writelines(lines)
 
@@ -176,6 +216,17 @@ class Cluster:
             " 'merchant:%%'), 0) FROM ledger_entries")[0]
         test.assertEqual(total, 0, "the ledger does not balance")
         test.assertEqual(merchant, sum(a for _, a in succeeded))
+
+
+def wait_dead(pid, what):
+    """Waits until process pid is gone (or a zombie)."""
+    def dead():
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+    wait_until(dead, timeout=30, what="%s (pid %d) to die" % (what, pid))
 
 
 class Load:

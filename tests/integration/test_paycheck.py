@@ -3,6 +3,8 @@ ok, and each kind of damage made on purpose (to payd's store or to the
 channel's journal) is counted under its own name, with exit status 1."""
 import os
 import subprocess
+import threading
+import time
 
 import harness
 from harness import PaydTestCase
@@ -11,8 +13,8 @@ from test_refunds import paid_order, refund, wait_refund_final
 PAYCHECK = os.path.join(os.path.dirname(os.path.abspath(harness.PAYD_BIN)), "paycheck")
 
 
-def paycheck(s, acked=None):
-    cmd = [PAYCHECK, "--data-dir", s.data_dir]
+def paycheck(s, acked=None, extra=()):
+    cmd = [PAYCHECK, "--data-dir", s.data_dir] + list(extra)
     if harness.STORE == "postgres":
         pg = harness.postgres()
         cmd += ["--store-url", pg.url(pg.database_for(s.data_dir))]
@@ -82,6 +84,24 @@ class PaycheckTest(PaydTestCase):
         cp = subprocess.run([PAYCHECK, "--data-dir", "/nonexistent-payd-dir"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.assertEqual(cp.returncode, 2, cp.stdout + cp.stderr)
+
+
+    def test_settle_waits_for_processing_to_end(self):
+        s = self.start_server()
+        order, p = paid_order(s, 1000)
+        s.db_exec("UPDATE payments SET status = 'processing' WHERE id = ?", (p["id"],))
+        started = time.monotonic()
+        cp, last, counts = paycheck(s, extra=["--settle", "1"])
+        self.assertGreaterEqual(time.monotonic() - started, 1.0)  # waited, then reported it
+        self.assertEqual((cp.returncode, counts["stuck"]), (1, 1), cp.stdout)
+        # Final again while paycheck waits: ok.
+        t = threading.Timer(0.5, s.db_exec, ("UPDATE payments SET status = 'succeeded'"
+                                             " WHERE id = ?", (p["id"],)))
+        t.start()
+        cp, last, counts = paycheck(s, extra=["--settle", "30"])
+        t.join()
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertTrue(last.startswith("check: ok"), last)
 
 
 if __name__ == "__main__":

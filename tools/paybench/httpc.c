@@ -245,6 +245,7 @@ struct httpc_conn *httpc_conn_new(const struct httpc_target *target, int epoll_f
     c->buf_cap = HTTPC_BUFFER_BYTES_INITIAL;
     c->buf = xrealloc(NULL, c->buf_cap);
     c->buf[0] = '\0';
+    c->resp.head = c->buf;
     c->resp.body = c->buf;
     return c;
 }
@@ -294,6 +295,8 @@ static int conn_fail(struct httpc_conn *c, int rc, int sys_errno)
     conn_close(c);
     c->sys_errno = sys_errno;
     c->resp.status = 0;
+    c->resp.head = c->buf;
+    c->resp.head_len = 0;
     c->resp.body = c->buf;
     c->resp.body_len = 0;
     c->buf[0] = '\0';
@@ -378,6 +381,7 @@ int httpc_conn_send(struct httpc_conn *c, const char *request, size_t len)
     c->body_seen = 0;
     c->sys_errno = 0;
     memset(&c->resp, 0, sizeof(c->resp));
+    c->resp.head = c->buf;
     c->resp.body = c->buf;
     if (c->state == CONN_CLOSED) {
         c->reused = false;
@@ -479,6 +483,8 @@ static int parse_head(struct httpc_conn *c)
 /* The answer is complete: publish it, and keep or close the connection. */
 static int conn_finish(struct httpc_conn *c)
 {
+    c->resp.head = c->buf;
+    c->resp.head_len = c->head_len;
     c->resp.body = c->buf + c->head_len;
     c->resp.body_len = c->buf_len - c->head_len;
     c->buf[c->buf_len] = '\0';

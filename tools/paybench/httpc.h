@@ -50,11 +50,13 @@ struct httpc_limits {
     int64_t request_timeout_us; /* from httpc_conn_send() to the whole answer */
 };
 
-/* What the last request got. `body` points into the connection's buffer and
- * is NUL-terminated; it is valid until the next httpc_conn_send(),
- * httpc_conn_abort() or httpc_conn_free(). */
+/* What the last request got. `head` and `body` point into the connection's
+ * buffer (the body is NUL-terminated, the head is not); they are valid until
+ * the next httpc_conn_send(), httpc_conn_abort() or httpc_conn_free(). */
 struct httpc_response {
     int status;          /* 200 ...; 0 when the request failed */
+    const char *head;    /* the status line and the headers, "\r\n\r\n" included */
+    size_t head_len;     /* 0 when the request failed */
     const char *body;
     size_t body_len;     /* bytes kept */
     bool body_truncated; /* more than body_bytes_max arrived; the rest was dropped */

@@ -68,8 +68,13 @@ static size_t skip_value(const char *s, size_t len, size_t i)
     return len;
 }
 
-int jsonscan_string_member(const char *json, size_t len, const char *key, const char **value_out,
-                           size_t *value_len_out)
+/*
+ * Finds the first top-level member named `key` of the object json[0 .. len):
+ * its value is json[*start_out .. *end_out), and *plain_string_out says
+ * whether that value is a string without escapes. Returns 0 or -1.
+ */
+static int find_member(const char *json, size_t len, const char *key, size_t *start_out,
+                       size_t *end_out, bool *plain_string_out)
 {
     size_t key_len = strlen(key);
     size_t i = skip_space(json, len, 0);
@@ -104,10 +109,9 @@ int jsonscan_string_member(const char *json, size_t len, const char *key, const 
         if (i >= len)
             return -1; /* the object is not closed after this value */
         if (name_match) {
-            if (json[value_start] != '"' || !value_plain)
-                return -1;
-            *value_out = json + value_start + 1;
-            *value_len_out = i - value_start - 2;
+            *start_out = value_start;
+            *end_out = i;
+            *plain_string_out = json[value_start] == '"' && value_plain;
             return 0;
         }
         i = skip_space(json, len, i);
@@ -118,4 +122,30 @@ int jsonscan_string_member(const char *json, size_t len, const char *key, const 
         i = skip_space(json, len, i + 1);
     }
     return -1;
+}
+
+int jsonscan_string_member(const char *json, size_t len, const char *key, const char **value_out,
+                           size_t *value_len_out)
+{
+    size_t start;
+    size_t end;
+    bool plain_string;
+    if (find_member(json, len, key, &start, &end, &plain_string) != 0 || !plain_string)
+        return -1;
+    *value_out = json + start + 1;
+    *value_len_out = end - start - 2;
+    return 0;
+}
+
+int jsonscan_member(const char *json, size_t len, const char *key, const char **value_out,
+                    size_t *value_len_out)
+{
+    size_t start;
+    size_t end;
+    bool plain_string;
+    if (find_member(json, len, key, &start, &end, &plain_string) != 0)
+        return -1;
+    *value_out = json + start;
+    *value_len_out = end - start;
+    return 0;
 }

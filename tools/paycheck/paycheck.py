@@ -26,6 +26,7 @@ otherwise, 2 on a bad command line or unreadable input.
 
     paycheck --data-dir DIR [--store-url URL] [--sandbox CHANNEL=FILE ...]
              [--paysim CHANNEL=URL | CHANNEL=DATADIR ...] [--acked FILE] [--json FILE]
+             [--settle S]
 
 --data-dir DIR   payd's data directory: DIR/payd.db, and the sandbox journal
                  DIR/sandbox.db for the channel "sandbox" unless --sandbox says
@@ -36,6 +37,9 @@ otherwise, 2 on a bad command line or unreadable input.
                  loopback only) or its data directory (DIR/paysim.db)
 --acked FILE     payment ids the client was answered 202 for, one a line
 --json FILE      the counts and the details as JSON
+--settle S       first wait, up to S seconds, until payd's store holds no payment
+                 or refund still processing (a system that was just under load
+                 or faults finishing its work); then read everything and check
 """
 import argparse
 import collections
@@ -43,6 +47,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 import urllib.request
 
 KINDS = ["double", "lost", "stuck", "unbalanced", "missing", "extra", "mismatch", "overrefund"]
@@ -89,6 +94,19 @@ class PaydDb:
             return {r[0] for r in self.rows(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         return {r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def settle(db, seconds):
+    """Waits up to seconds until no payment or refund is processing."""
+    deadline = time.monotonic() + seconds
+    has_refunds = "refunds" in db.tables()
+    while True:
+        n = db.rows("SELECT count(*) FROM payments WHERE status = 'processing'")[0][0]
+        if has_refunds:
+            n += db.rows("SELECT count(*) FROM refunds WHERE status = 'processing'")[0][0]
+        if n == 0 or time.monotonic() >= deadline:
+            return
+        time.sleep(0.2)
 
 
 def read_paysim(where):
@@ -254,10 +272,14 @@ def main():
     ap.add_argument("--paysim", action="append", default=[])
     ap.add_argument("--acked")
     ap.add_argument("--json")
+    ap.add_argument("--settle", type=float, default=0)
     a = ap.parse_args()
     if not a.data_dir and not a.store_url:
         ap.error("--data-dir or --store-url is required")
     try:
+        db = PaydDb(a.data_dir, a.store_url)
+        if a.settle > 0:
+            settle(db, a.settle)
         journals = {}
         for spec in a.sandbox:
             channel, _, path = spec.partition("=")
@@ -272,7 +294,6 @@ def main():
         if a.acked:
             with open(a.acked) as f:
                 acked = [line.strip() for line in f if line.strip()]
-        db = PaydDb(a.data_dir, a.store_url)
         counts, totals, details = check(db, journals, acked)
     except (Input, OSError, sqlite3.Error, ValueError, KeyError) as e:
         print("paycheck: %s" % e, file=sys.stderr)
