@@ -20,6 +20,8 @@
 #                     pgbench TPC-B tps, with the 1x floor and the 3x goal
 #   guard.png         bench/guard.sh, latest run: ns per check by threads
 #   redis_limit.png   bench/redis_limit.sh, latest run: us per take by threads
+#   scenarios.png     bench/scenarios.sh, latest run: payd's requests/s in each
+#                     paybench scenario against the nginx ceiling of the run
 #
 # Environment (defaults in brackets): BENCH_DATA [bench/data]
 #   PLOTS [bench/plots]  FLOW_RUNS [10]  CLUSTER_RUNS [6]  FLOW_TARGET [5000:
@@ -488,8 +490,47 @@ EOF
     } | render redis_limit
 }
 
+# ---- scenarios ----------------------------------------------------------------
+
+plot_scenarios() {
+    local file="$DATA/scenarios.csv" run nginx n xmax
+    [[ -s "$file" ]] || { log "skip scenarios.png: no $file"; return 0; }
+    run="$(latest_run "$file")"
+    # position (top first), label, payd requests/s, paid orders/s, ratio
+    csv_get_run "$file" "scenario payd_req_s paid_orders_s ratio_to_nginx check" "$run" |
+        awk -F'\t' '{ row[NR] = $0 }
+            END { for (i = 1; i <= NR; i++) { split(row[i], c, "\t")
+                  printf "%d\t%s%s\t%s\t%s\t%s\n", NR - i, c[1], (c[5] == "check:" ? "" : " (" c[5] ")"), c[2], c[3], c[4] } }' \
+        >"$TMP/scenarios.tsv"
+    nginx="$(csv_get_run "$file" nginx_paybench_req_s "$run" | head -n 1)"
+    n="$(wc -l <"$TMP/scenarios.tsv")"
+    xmax="$(awk -v n="$nginx" 'BEGIN { print n * 1.15 }')"
+    {
+        preamble "$PLOTS/scenarios.png" "paybench scenarios against the embedded payd" \
+            "bench/scenarios.sh, run $run; closed loop, each scenario on a fresh payd, then paycheck. Bars: payd's requests answered/s (every kind)\\nand paid orders/s end to end; the line: nginx's static reply with the same client in the same run (the machine's HTTP ceiling)."
+        cat <<EOF
+set lmargin 22
+set rmargin 4
+set bmargin 6
+set xrange [0:$xmax]
+set yrange [-0.6:$n - 0.4]
+set xlabel "per second"
+set ytics scale 0 font "DejaVu Sans,9"
+set grid xtics noytics
+set key bottom right samplen 2 font "DejaVu Sans,9" box lc rgb "#d0d7de" opaque
+set arrow 1 from $nginx, graph 0 to $nginx, graph 1 nohead lc rgb ORANGE lw 2 dt 2 front
+plot "$TMP/scenarios.tsv" using (NaN):(column(1)):ytic(2) notitle, \\
+     "" using (column(3)/2):(column(1)+0.19):(column(3)/2):(0.17) with boxxyerror lc rgb LIGHTBLUE title "payd requests/s, every kind", \\
+     "" using (column(4)/2):(column(1)-0.19):(column(4)/2):(0.17) with boxxyerror lc rgb BLUE title "paid orders/s, end to end", \\
+     NaN with lines lc rgb ORANGE lw 2 dt 2 title "nginx static reply: $nginx req/s", \\
+     "" using (column(3)):(column(1)+0.19):(sprintf("%d (%.2fx nginx)", column(3), column(5))) with labels left offset 0.5, 0 font "DejaVu Sans,8" notitle, \\
+     "" using (column(4)):(column(1)-0.19):(stringcolumn(4)) with labels left offset 0.5, 0 font "DejaVu Sans,8" notitle
+EOF
+    } | render scenarios
+}
+
 status=0
-for chart in overload flow_history flow_sweep flow_ladder cluster guard redis_limit; do
+for chart in overload flow_history flow_sweep flow_ladder cluster guard redis_limit scenarios; do
     "plot_$chart" || status=1
 done
 exit "$status"

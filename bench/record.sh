@@ -19,6 +19,7 @@ FLOW_RUNS_CSV_HEADER='run_utc,table,run,concurrency,offered_per_s,sustained,paid
 OVERLOAD_CSV_HEADER='run_utc,tree,command,split_cpus,factor,nginx_paybench_req_s,capacity_paid_s,unloaded_p99_median_ms,rep,load,mode,offered_per_s,succeeded_in_load_s,paid_orders_e2e_s,payment_p50_ms,payment_p99_ms,payment_p99_9_ms,order_p99_ms,order_answers,payment_answers,inflight_limit,inflight_mean_ms,inflight_floor_ms,schedule_kept'
 GUARD_CSV_HEADER='run_utc,tree,seconds_per_row,cpus,operation,threads,ns_per_op,m_ops_s_all'
 REDIS_LIMIT_CSV_HEADER='run_utc,tree,seconds_per_row,redis_version,source,operation,threads,ns_per_op,ops_s_all,errors,server_us_per_take'
+SCENARIOS_CSV_HEADER='run_utc,tree,command,nginx_paybench_req_s,concurrency,duration_s,scenario,sessions_s,paid_orders_s,payd_req_s,ratio_to_nginx,check,verdict'
 CLUSTER_CSV_HEADER='run_utc,tree,command,concurrency,queue,worker_threads,pgbench_tps_before,pgbench_tps_after,pgbench_tps_mean,paid_orders_s,succeeded,span_ms,ratio,failed,still_processing,paid_twice,accepted_s,order_p50_ms,order_p99_ms,payment_p50_ms,payment_p99_ms,order_answers'
 
 # One CSV line of its arguments; a field with a comma or a quote is quoted.
