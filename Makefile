@@ -4,9 +4,11 @@
 #   make run        build and start payd embedded on 127.0.0.1:8080 (data in ./payd-data)
 #   make test       unit tests, the Prometheus rules' tests (promtool), integration tests
 #                   (SQLite, then PostgreSQL and the local cluster), the dashboard in
-#                   headless Chromium, then unit and integration tests under ASan+UBSan
+#                   headless Chromium, then unit and integration tests under ASan+UBSan,
+#                   then the libFuzzer targets for a bounded time (make test-fuzz)
 #   make bench      the benchmarks (bench/flow.sh, bench/overload.sh, build/guard_micro,
-#                   bench/redis_limit.sh, bench/obs.sh), then their charts (bench/plot.sh)
+#                   bench/redis_limit.sh, bench/obs.sh, bench/scenarios.sh), then their
+#                   charts (bench/plot.sh)
 #
 # Each target installs missing Debian packages first (scripts/deps.sh).
 
@@ -114,6 +116,7 @@ run: all
 test: all
 	$(MAKE) test-unit test-rules test-integration test-integration-pg test-browser
 	$(MAKE) test-asan
+	$(MAKE) test-fuzz
 
 test-unit: $(UNIT_BIN)
 	@tests/unit/run.sh $(UNIT_BIN)
@@ -172,7 +175,49 @@ bench: all $(B)/guard_micro $(B)/redis_limit_micro $(B)/obs_micro
 	bench/guard.sh
 	bench/redis_limit.sh
 	bench/obs.sh
+	bench/scenarios.sh
 	bench/plot.sh
 
 clean:
 	rm -rf build build-asan
+
+# ---- fuzzing (docs/fuzzing.md) ----
+# libFuzzer targets for the request parsers and handlers (tests/fuzz/fuzz_*.c), built with
+# clang into build-fuzz/: payd's objects with -fsanitize=fuzzer-no-link,address,undefined,
+# the targets linked with -fsanitize=fuzzer,address,undefined. They link every payd object
+# but the HTTP server's two (http/mhd.c, http/server.c): tests/fuzz/lib/request.c stands in
+# for them with an in-memory request. scripts/test_fuzz.sh replays each target's
+# tests/fuzz/regressions/ and corpus, then fuzzes it for FUZZ_SECONDS on a copy of the
+# corpus; any crash, leak or timeout fails.
+FUZZ_SECONDS ?= 20
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRC))
+FUZZ_BIN     := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
+FUZZ_LIB_SRC := $(sort $(wildcard tests/fuzz/lib/*.c))
+FUZZ_LIB_OBJ := $(patsubst tests/fuzz/lib/%.c,$(B)/obj/fuzz/%.o,$(FUZZ_LIB_SRC))
+FUZZ_HDRS    := $(wildcard tests/fuzz/lib/*.h)
+FUZZ_APP_OBJ := $(filter-out $(B)/obj/http/mhd.o $(B)/obj/http/server.o,$(LIB_OBJ))
+FUZZ_LINK    ?= -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+
+.PHONY: test-fuzz fuzz-build clean-fuzz
+.SECONDARY: $(FUZZ_LIB_OBJ)
+test-fuzz:
+	@scripts/deps.sh asan
+	$(MAKE) B=build-fuzz CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
+	    fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/test_fuzz.sh build-fuzz $(FUZZ_TARGETS)
+
+fuzz-build: $(FUZZ_BIN)
+
+$(B)/obj/fuzz/%.o: tests/fuzz/lib/%.c $(HDRS) $(FUZZ_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -Itests/fuzz -c $< -o $@
+
+$(B)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ) $(FUZZ_APP_OBJ) $(FUZZ_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(FUZZ_LINK) $(DEFS) -Itests/fuzz -o $@ $< $(FUZZ_LIB_OBJ) \
+	    $(FUZZ_APP_OBJ) $(LIBS)
+
+clean-fuzz:
+	rm -rf build-fuzz

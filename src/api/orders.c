@@ -52,7 +52,9 @@ static bool parse_order(http_req *r, json_t *body, struct order *o)
         api_invalid(r, "parameter_missing", "currency is required", "currency");
         return false;
     }
-    if (!json_is_string(currency) || !money_currency_find(json_string_value(currency))) {
+    if (!json_is_string(currency) ||
+        strlen(json_string_value(currency)) != json_string_length(currency) ||
+        !money_currency_find(json_string_value(currency))) {
         api_invalid(r, "currency_invalid",
                     "currency must be an ISO 4217 currency code in upper case, such as CNY",
                     "currency");

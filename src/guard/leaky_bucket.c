@@ -5,9 +5,17 @@
 
 #include <math.h>
 
+/* The longest interval: a quarter of the int64 range (73 years), so that
+ * 1e9 / rate cannot overflow (llround's answer then is not a number of
+ * ns: a tiny rate became one call a ns) and slot + interval cannot either. */
+#define INTERVAL_MAX_NS (INT64_MAX / 4)
+
 void leaky_bucket_set(struct leaky_bucket *b, double rate)
 {
-    int64_t interval = rate > 0 ? (int64_t)llround(1e9 / rate) : 0;
+    int64_t interval = 0;
+    if (rate > 0)
+        interval = 1e9 / rate >= (double)INTERVAL_MAX_NS ? INTERVAL_MAX_NS
+                                                         : (int64_t)llround(1e9 / rate);
     atomic_store(&b->interval_ns, rate > 0 && interval < 1 ? 1 : interval);
 }
 

@@ -10,9 +10,18 @@
 
 #include <math.h>
 
+/* The longest interval and the deepest bucket (tau), in ns: a quarter of
+ * the int64 range (73 years) each, so that neither 1e9 / rate nor burst *
+ * interval overflows, nor tat + interval with tat at most tau ahead of the
+ * clock. A rate below one per 73 years, or a burst that would take longer
+ * to refill, is as good as that. */
+#define SPAN_MAX_NS (INT64_MAX / 4)
+
 void rate_limit_set(struct rate_limit *l, double rate, int64_t burst)
 {
-    int64_t interval = rate > 0 ? (int64_t)llround(1e9 / rate) : 0;
+    int64_t interval = 0;
+    if (rate > 0)
+        interval = 1e9 / rate >= (double)SPAN_MAX_NS ? SPAN_MAX_NS : (int64_t)llround(1e9 / rate);
     if (rate > 0 && interval < 1)
         interval = 1;
     if (burst <= 0)
@@ -42,7 +51,8 @@ bool token_bucket_take(struct token_bucket *b, const struct rate_limit *l, int64
         atomic_fetch_add_explicit(&b->admitted, 1, memory_order_relaxed);
         return true;
     }
-    int64_t tau = t * atomic_load_explicit(&l->burst, memory_order_relaxed);
+    int64_t burst = atomic_load_explicit(&l->burst, memory_order_relaxed);
+    int64_t tau = burst > SPAN_MAX_NS / t ? SPAN_MAX_NS : t * burst;
     int64_t tat = atomic_load_explicit(&b->tat_ns, memory_order_relaxed);
     for (;;) {
         int64_t next = (tat > now_ns ? tat : now_ns) + t;

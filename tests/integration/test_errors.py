@@ -70,6 +70,29 @@ class ErrorTablesTest(PaydTestCase):
         raw = b'{"merchant_order_no":"A-\xff\xfe","amount":1999,"currency":"CNY"}'
         self.post_order_error(raw, 400, "invalid_request_error", "json_invalid")
 
+    def test_error_messages_quoting_a_cut_character(self):
+        # Found by tests/fuzz: messages that quote what the client sent (the
+        # JSON parser's account of where it broke, an unknown field's name cut
+        # to fit) once held half a UTF-8 character, and the answer could not
+        # be made: payd stopped on an assertion.
+        before = self.snapshot()
+        raws = [b'{"merchant_order_no":"a\\u000\xc8\x9d","amount":5}']
+        # an unknown field of two-byte characters, named in a message cut to
+        # fit: one of these lengths cuts it in the middle of a character
+        raws += [('{"%s":1}' % ("\u00e9" * n)).encode() for n in range(40, 70)]
+        for raw in raws:
+            with self.subTest(body=raw):
+                r = self.server.request("POST", "/v1/orders", raw)
+                self.assertEqual(r.status, 400, r)
+                self.assertTrue(r.error and r.error.get("message"), r)
+        self.assertTrue(self.server.running())
+        self.assertEqual(self.server.request("GET", "/healthz", key=None).status, 200)
+        self.assertNothingWritten(before)
+
+    def test_currency_with_nul_refused(self):
+        self.post_order_error(b'{"merchant_order_no":"A-nul","amount":1,"currency":"CNY\\u0000"}',
+                              400, "invalid_request_error", "currency_invalid", "currency")
+
     def test_body_not_an_object(self):
         for raw in ["[]", "[1,2]", '"order"', "1999", "null", "true"]:
             with self.subTest(body=raw):
