@@ -507,7 +507,7 @@ plot_scenarios() {
     xmax="$(awk -v n="$nginx" 'BEGIN { print n * 1.15 }')"
     {
         preamble "$PLOTS/scenarios.png" "paybench scenarios against the embedded payd" \
-            "bench/scenarios.sh, run $run; closed loop, each scenario on a fresh payd, then paycheck. Bars: payd's requests answered/s (every kind)\\nand paid orders/s end to end; the line: nginx's static reply with the same client in the same run (the machine's HTTP ceiling)."
+            "bench/scenarios.sh, run $run; closed loop, a fresh payd per scenario, then paycheck. Bars: payd's requests answered/s\\n(every kind) and paid orders/s end to end; line: nginx's static reply, same client, same run (the machine's HTTP ceiling)."
         cat <<EOF
 set lmargin 22
 set rmargin 4

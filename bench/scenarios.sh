@@ -7,8 +7,8 @@
 #      client (paybench --scenario static): requests per second.
 #   2. for each scenario in $SCENARIOS, on a fresh payd (and, for
 #      many-merchants, $MERCHANTS merchants made with `payd merchant add`):
-#      paybench closed loop at $CONCURRENCY sessions for $DURATION s, then
-#      --check (paycheck over every payment the run was answered 202 for).
+#      paybench closed loop at $CONCURRENCY sessions for $DURATION s (the
+#      in-flight limit fixed, [limits] adaptive = off), then --check (paycheck over every payment the run was answered 202 for).
 #      A session is one client's work: create-and-pay an order and its
 #      payment; retry the payment sent again $RETRIES times with its key;
 #      race $RACERS payments of one order at once; mix one payment of a
@@ -47,6 +47,12 @@ BENCH_NAME=scenarios
 TMP="$(mktemp -d /tmp/payd-scenarios.XXXXXX)"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
+
+# The in-flight limit fixed at max_inflight (1000): this measures what each
+# scenario's requests cost at full load, and the adaptive limit would turn
+# new orders away at this concurrency (its latency floor is an idle
+# payd's; bench/overload.sh is where it is measured).
+PAYD_ENV=(PAYD_LIMITS_ADAPTIVE=off)
 
 for tool in nginx jq curl ss make; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
@@ -103,7 +109,7 @@ ROWS=""
 CSV_ROWS=""
 RUN_UTC="$(date -u '+%Y-%m-%d %H:%M UTC')"
 TREE="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git -C "$ROOT" status --porcelain -- src tools 2>/dev/null)" ]]; then TREE+="+dirty"; fi
+if [[ -n "$(git -C "$ROOT" status --porcelain -- src tools bench/*.sh 2>/dev/null)" ]]; then TREE+="+dirty"; fi
 for sc in $SCENARIOS; do
     run_scenario "$sc"
     j="$TMP/$sc.json"
