@@ -29,6 +29,7 @@ import time
 import unittest
 
 import harness
+import test_cluster
 from test_cluster import Cluster
 
 PAYBENCH = os.path.join(os.path.dirname(os.path.abspath(harness.PAYD_BIN)), "paybench")
@@ -39,17 +40,7 @@ LEASE_MS = 2000  # the workers' lease, and so their order locks' TTL
 
 
 @unittest.skipUnless(harness.STORE == "postgres", "cluster tests run in the PostgreSQL pass")
-class ClusterChaosTest(unittest.TestCase):
-
-    def setUp(self):
-        self.cluster = None
-
-    def tearDown(self):
-        if self.cluster:
-            self.cluster.down()
-
-    def server_logs(self):
-        return self.cluster.logs() if self.cluster else ""
+class ClusterChaosTest(test_cluster.OwnClusterCase):
 
     # ---- the faults -------------------------------------------------------------
 

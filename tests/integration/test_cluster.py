@@ -349,9 +349,9 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(http(url, "GET", "/healthz").status, 200)
 
 
-@unittest.skipUnless(harness.STORE == "postgres", "cluster tests run in the PostgreSQL pass")
-class ClusterFaultTest(unittest.TestCase):
-    """Each test breaks its own cluster."""
+class OwnClusterCase(unittest.TestCase):
+    """A test that starts (self.cluster = Cluster(...)) and breaks its own
+    cluster, stopped after it."""
 
     def setUp(self):
         self.cluster = None
@@ -362,6 +362,11 @@ class ClusterFaultTest(unittest.TestCase):
 
     def server_logs(self):
         return self.cluster.logs() if self.cluster else ""
+
+
+@unittest.skipUnless(harness.STORE == "postgres", "cluster tests run in the PostgreSQL pass")
+class ClusterFaultTest(OwnClusterCase):
+    """Each test breaks its own cluster."""
 
     def test_paused_lock_holder_is_fenced_out(self):
         """SIGSTOP a worker while it holds an order's lock, past the lock's
