@@ -44,6 +44,20 @@ static void test_slots_spaced(void **state)
     }
 }
 
+/* Found by tests/fuzz: a rate so small that 1e9 / rate overflows int64
+ * once became one call a nanosecond (unpaced); the interval is capped at a
+ * quarter of the int64 range (73 years). */
+static void test_tiny_rate_capped(void **state)
+{
+    (void)state;
+    struct leaky_bucket b;
+    leaky_bucket_init(&b, 1e-11);
+    assert_int_equal(leaky_bucket_reserve(&b, T0, FOREVER, NULL), 0);
+    /* the next slot is 73 years away: refused within any sane bound */
+    assert_int_equal(leaky_bucket_reserve(&b, T0, FOREVER, NULL), -1);
+    assert_int_equal(leaky_bucket_reserve(&b, T0, INT64_MAX / 2, NULL), INT64_MAX / 4);
+}
+
 static void test_idle_no_burst(void **state)
 {
     (void)state;
@@ -275,6 +289,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slots_spaced),
+        cmocka_unit_test(test_tiny_rate_capped),
         cmocka_unit_test(test_idle_no_burst),
         cmocka_unit_test(test_max_wait_bound),
         cmocka_unit_test(test_rate_zero_unpaced),

@@ -338,6 +338,28 @@ static int64_t hammer_at(struct token_bucket *b, const struct rate_limit *l, int
     return total;
 }
 
+/* Found by tests/fuzz: a rate so small that 1e9 / rate overflows int64
+ * once became an interval of 1 ns (everything admitted), and a burst times
+ * the interval overflowed (undefined behaviour on every take). Both are
+ * capped at a quarter of the int64 range (73 years). */
+static void test_tiny_rate_huge_burst_capped(void **state)
+{
+    (void)state;
+    struct rate_limit l;
+    struct token_bucket b;
+    setup_bucket(&l, &b, 1e-11, 1);
+    assert_int_equal(atomic_load(&l.interval_ns), INT64_MAX / 4);
+    int64_t wait = -1;
+    assert_int_equal(take_all(&b, &l, T0, &wait), 1); /* one token, then none for ages */
+    assert_int_equal(wait, INT64_MAX / 4);
+    setup_bucket(&l, &b, 0.0001, 10000000); /* 10^13 ns a token, 10^7 of them */
+    assert_int_equal(atomic_load(&l.interval_ns), 10000000000000LL);
+    assert_true(token_bucket_take(&b, &l, T0, &wait));
+    /* a full bucket of 10^7 tokens cannot be counted out here; its depth is
+     * capped, so the state moved by one interval and no more */
+    assert_true(token_bucket_take(&b, &l, T0, &wait));
+}
+
 static void test_threads_admit_exactly_burst(void **state)
 {
     (void)state;
@@ -369,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_counters),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_rate_change_at_run_time),
+        cmocka_unit_test(test_tiny_rate_huge_burst_capped),
         cmocka_unit_test(test_threads_admit_exactly_burst),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
