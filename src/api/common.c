@@ -59,25 +59,9 @@ void api_remember_order(struct app *app, const struct order *o)
     order_cache_put(app->orders, &f);
 }
 
-/* A message may quote what the client sent (a field's name, jansson's
- * account of where the JSON broke), cut to fit a buffer, so it may not be
- * UTF-8; the error object cannot hold such a string (json_pack refuses it),
- * and an answer that cannot be made aborts. Such a message keeps its ASCII
- * and shows '?' for every other byte. */
 void api_invalid(http_req *r, const char *code, const char *message, const char *param)
 {
-    json_t *probe = json_string(message); /* NULL when not UTF-8 */
-    if (probe) {
-        json_decref(probe);
-        http_error(r, 400, "invalid_request_error", code, message, param);
-        return;
-    }
-    char *ascii = xstrdup(message);
-    for (char *p = ascii; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    http_error(r, 400, "invalid_request_error", code, ascii, param);
-    free(ascii);
+    http_error(r, 400, "invalid_request_error", code, message, param);
 }
 
 json_t *api_parse_object(http_req *r, const char *const *allowed, const char *number_field,

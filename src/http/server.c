@@ -98,34 +98,6 @@ static void set_request_id(struct server_req *s)
 
 /* ---- answering ---- */
 
-/* A JSON string of s, which should be UTF-8 already (the API layer keeps
- * client bytes out of its messages, and the fuzz targets check that it
- * does); should one slip through, its other bytes show as '?' rather than
- * the answer failing to be made. */
-static json_t *error_text(const char *s)
-{
-    json_t *j = json_string(s);
-    if (j)
-        return j;
-    char *ascii = xstrdup(s);
-    for (char *p = ascii; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    j = json_string(ascii);
-    free(ascii);
-    return j;
-}
-
-void http_error(http_req *r, int status, const char *type, const char *code,
-                const char *message, const char *param)
-{
-    json_t *err = json_pack("{s:s, s:s, s:o}", "type", type, "code", code, "message",
-                            error_text(message));
-    if (param)
-        json_object_set_new(err, "param", error_text(param));
-    http_respond_json(r, status, json_pack("{s:o}", "error", err));
-}
-
 static void add_request_id(http_req *r, struct MHD_Response *resp)
 {
     MHD_add_response_header(resp, "X-Request-Id", server_req_of(r)->request_id);

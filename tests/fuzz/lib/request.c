@@ -2,9 +2,9 @@
  * request.c - the in-memory request of the fuzz targets; see request.h.
  *
  * Implements http/request.h and the per-request functions of
- * http/server.h (http_set_route, http_request_id, http_note_ids,
- * http_error) for requests made by fuzz_req_new(). The error object is the
- * one http/server.c writes: {"error":{"type","code","message"[,"param"]}}.
+ * http/server.h (http_set_route, http_request_id, http_note_ids) for
+ * requests made by fuzz_req_new(); the error object comes from payd's own
+ * http/error.c.
  */
 #include "lib/request.h"
 
@@ -352,14 +352,4 @@ void http_note_ids(http_req *r, const char *merchant_id, const char *order_id,
         snprintf(r->order_id, sizeof(r->order_id), "%s", order_id);
     if (payment_id)
         snprintf(r->payment_id, sizeof(r->payment_id), "%s", payment_id);
-}
-
-void http_error(http_req *r, int status, const char *type, const char *code,
-                const char *message, const char *param)
-{
-    json_t *err = json_pack("{s:s, s:s, s:s}", "type", type, "code", code, "message", message);
-    PAYD_ASSERT(err); /* a NULL or non-UTF-8 string in an error is a bug */
-    if (param)
-        json_object_set_new(err, "param", json_string(param));
-    http_respond_json(r, status, json_pack("{s:o}", "error", err));
 }
