@@ -1392,9 +1392,9 @@ static void run_batch(struct sqlite_store *s, struct store_op **ops, int n)
         if (ops[i]->rc == STORE_E_IO && batch_lost(s->wdb, savepoint)) {
             int rc = failed_rc(s->wdb);
             step_done(s->w[W_ROLLBACK]); /* fails harmlessly if SQLite rolled back */
+            fail_batch(ops, i + 1, rc);  /* the ops run so far */
             for (int j = i + 1; j < n; j++)
-                ops[j]->rc = STORE_OK;   /* not run: nothing to free */
-            fail_batch(ops, n, rc);
+                ops[j]->rc = rc;         /* and those never run */
             goto out_report;
         }
         if (savepoint) {
