@@ -16,6 +16,10 @@
 #      creates an order, pays it and waits until a worker has charged the
 #      sandbox and committed the outcome).
 #   4. pgbench again (the machine's speed drifts): the ceiling is the mean.
+#      Around steps 3 and 4 the CPU time used is read from /proc: the whole
+#      machine's (per paid order; per pgbench transaction) and each part of
+#      the cluster's (its processes and their live children), so that the
+#      ratio can be read as where the CPU goes.
 #   5. a table on stdout, appended to bench/RESULTS.md with the command; the
 #      numbers also to bench/data/cluster.csv (bench/record.sh; bench/plot.sh).
 #
@@ -67,6 +71,29 @@ PG_PORT="$(sed 's/.*port=\([0-9]*\).*/\1/' <<<"$PG_URL")"
 "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -i -q -s "$PGBENCH_SCALE" pgbench \
     >"$TMP/pgbench-init.log" 2>&1 || { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
 
+HZ="$(getconf CLK_TCK)"
+# CPU ticks (user + system) the whole machine spent busy so far.
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+# CPU ticks of these processes and of their children alive now.
+tree_ticks() {
+    local pids="$*" p sum=0
+    pids+=" $(pgrep -d' ' -P "${pids// /,}" || true)"
+    for p in $pids; do
+        [[ -r "/proc/$p/stat" ]] && sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$sum"
+}
+PARTS=(postgresql api worker redis nats nginx)
+part_pids() {
+    case "$1" in
+    postgresql) echo "$PG_PID" ;; api) echo "$API_PIDS" ;; worker) echo "$WORKER_PIDS" ;;
+    redis) echo "$REDIS_PID" ;; nats) echo "$NATS_PID" ;; nginx) echo "$NGINX_PID" ;;
+    esac
+}
+declare -A PART_TICKS
+parts_snapshot() { local p; for p in "${PARTS[@]}"; do PART_TICKS[$p]=$(tree_ticks $(part_pids "$p")); done; }
+per_unit_ms() { awk -v t="$1" -v hz="$HZ" -v n="$2" 'BEGIN { printf "%.3f", (n > 0) ? t * 1000 / hz / n : 0 }'; }
+
 pgbench_tps() {
     "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -M prepared -c "$PGBENCH_CLIENTS" \
         -j 2 -T "$DURATION" pgbench >"$TMP/pgbench-$1.log" 2>&1 || { cat "$TMP/pgbench-$1.log" >&2; die "pgbench failed"; }
@@ -81,6 +108,10 @@ log "paybench create-and-pay via nginx, closed loop c=$CONCURRENCY, ${DURATION}s
 # paybench reads payment outcomes from the /metrics of the URL it loads,
 # and the api instances behind nginx do not make outcomes (the workers do):
 # the end-to-end figure comes from the database instead, below.
+parts_snapshot
+declare -A PART_START
+for part in "${PARTS[@]}"; do PART_START[$part]=${PART_TICKS[$part]}; done
+MACHINE_START="$(machine_ticks)"
 "$ROOT/build/paybench" --url "$LB_URL" --key "$DEMO_KEY" --scenario create-and-pay \
     --duration "$DURATION" --concurrency "$CONCURRENCY" --settle-timeout 1 \
     --json "$TMP/pay.json" >"$TMP/pay.txt" 2>&1 || true
@@ -93,6 +124,8 @@ for ((i = 0; i < 1200; i++)); do
     [[ "$(psql_q "SELECT count(*) FROM payments WHERE status = 'processing'")" == 0 ]] && break
     sleep 0.1
 done
+MACHINE_PAY=$(($(machine_ticks) - MACHINE_START))
+parts_snapshot
 STUCK="$(psql_q "SELECT count(*) FROM payments WHERE status = 'processing'")"
 # End to end: paid orders over the time from the first payment accepted to
 # the last outcome committed (every payment in this database is this run's).
@@ -102,7 +135,14 @@ PAID=$(awk -v n="$SUCCEEDED" -v ms="$SPAN_MS" 'BEGIN { printf "%d", (ms > 0) ? n
 DOUBLED="$(psql_q "SELECT count(*) FROM (SELECT order_id FROM payments WHERE status = 'succeeded' GROUP BY order_id HAVING count(*) > 1) d")"
 
 log "pgbench again"
+MACHINE_START="$(machine_ticks)"
 TPS2="$(pgbench_tps 2)"
+MACHINE_PGBENCH=$(($(machine_ticks) - MACHINE_START))
+TXNS2="$(awk '/number of transactions actually processed/ { split($NF, a, "/"); print a[1] }' "$TMP/pgbench-2.log")"
+CPU_ROWS=""
+for part in "${PARTS[@]}"; do
+    CPU_ROWS+="| $part processes, per paid order | $(per_unit_ms $((PART_TICKS[$part] - PART_START[$part])) "$SUCCEEDED") |"$'\n'
+done
 log "pgbench: $TPS2 tps"
 TPS=$(((TPS1 + TPS2) / 2))
 
@@ -118,6 +158,12 @@ REPORT="$(cat <<EOF
 | payments accepted/s | order 201 p50 / p99 ms | payment 202 p50 / p99 ms | order answers |
 |---|---|---|---|
 | $ROW |
+
+| CPU time (user + system, from /proc) | ms |
+|---|---|
+| whole machine, per pgbench transaction (second run) | $(per_unit_ms "$MACHINE_PGBENCH" "$TXNS2") |
+| whole machine, per paid order (load and drain; paybench included) | $(per_unit_ms "$MACHINE_PAY" "$SUCCEEDED") |
+${CPU_ROWS%$'\n'}
 EOF
 )"
 echo "$REPORT"

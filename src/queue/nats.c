@@ -5,15 +5,24 @@
  * outbox row in one transaction, as in embedded mode. Two threads do the
  * rest:
  *
- *   relay   (instances that accept payments) claims unsent outbox rows,
+ *   relay   (instances that accept payments) claims due outbox rows,
  *           publishes each to the stream PAYD with the payment id as
- *           Nats-Msg-Id, waits for the broker's acknowledgement and marks
- *           the rows sent. A row stays until its payment is final (a
- *           trigger deletes it then); every SWEEP_EVERY_MS the relay marks
- *           rows sent more than sweep_after_ms ago unsent again, so a
- *           message the broker lost (NATS 2.9 acknowledges a publish before
- *           its data reach the disk) delays a payment and never loses it.
- *           The broker drops a repeat of a message id it still remembers.
+ *           Nats-Msg-Id and waits for the broker's acknowledgement. The
+ *           claim is the mark: it counts the publish and makes the row due
+ *           again, and a row the broker did not take is released (due at
+ *           once). A row stays until its payment is final (a trigger
+ *           deletes it then), so one still there when it is due again is
+ *           published again. Its first claim holds it for
+ *           RELAY_FIRST_LEASE_MS (an instance that died between claim and
+ *           publish delays it no longer than that; a payment still
+ *           processing then is published again, which the broker drops as a
+ *           repeat of a message id it remembers); later claims for
+ *           sweep_after_ms (the sweep): a message the broker lost (NATS 2.9
+ *           acknowledges a publish before its data reach the disk) delays a
+ *           payment and never loses it. Most rows are written once: a
+ *           separate "sent" mark was a second update of every row, whose
+ *           row locks queued behind the workers' outcomes that delete the
+ *           same rows (bench/RESULTS.md, 2026-11-29).
  *   fetcher (worker instances) pulls messages from the durable consumer
  *           payd-workers into a bounded ring; workers take them in next(),
  *           each reading its payment from the store.
@@ -42,9 +51,8 @@
 #define DEAD_STREAM "PAYD_DEAD"
 #define DEAD_SUBJECT "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." STREAM "." CONSUMER
 #define RELAY_BATCH 256
-#define RELAY_LEASE_MS 5000  /* a claimed row another relay leaves alone */
-#define RELAY_IDLE_MS 1000   /* the relay looks for rows at least this often */
-#define SWEEP_EVERY_MS 10000
+#define RELAY_IDLE_MS 1000        /* the relay looks for rows at least this often */
+#define RELAY_FIRST_LEASE_MS 5000 /* a row claimed for the first time */
 #define FETCH_WAIT_MS 1000
 #define IDLE_FETCHES_CHECK 3 /* empty fetches before asking whether the consumer exists */
 #define PUBLISH_WAIT_MS 2000
@@ -138,42 +146,38 @@ static bool publish(struct nats_queue *q, const struct outbox_msg *m)
 
 enum { RELAY_STORE_FAILED = -1, RELAY_BROKER_FAILED = -2 };
 
-/* One round: claims unsent rows, publishes them, marks what went out.
- * Returns how many were claimed, or a RELAY_*_FAILED. */
-static int relay_round(struct nats_queue *q, struct outbox_msg *msgs, int64_t *sent_ids)
+/* One round: claims due rows and publishes them; the rows the broker did
+ * not take are due again at once. Returns how many were claimed, or a
+ * RELAY_*_FAILED. */
+static int relay_round(struct nats_queue *q, struct outbox_msg *msgs, int64_t *unsent_ids)
 {
     struct store_op op = {.kind = STORE_OP_RELAY_CLAIM};
     op.in.outbox_claim.max = RELAY_BATCH;
-    op.in.outbox_claim.lease_ms = RELAY_LEASE_MS;
+    op.in.outbox_claim.first_lease_ms = RELAY_FIRST_LEASE_MS;
+    op.in.outbox_claim.lease_ms = q->opts.sweep_after_ms;
     op.in.outbox_claim.msgs = msgs;
     if (store_exec(q->store, &op, 1000) != STORE_OK)
         return RELAY_STORE_FAILED;
-    int n = op.out.claimed, sent = 0;
-    for (int i = 0; i < n; i++) {
-        if (!publish(q, &msgs[i]))
-            break; /* the broker is away: the rest go when their lease ends */
-        sent_ids[sent++] = msgs[i].id;
+    int n = op.out.claimed, sent = 0, resent = 0;
+    for (; sent < n && publish(q, &msgs[sent]); sent++)
+        resent += msgs[sent].deliveries > 2; /* the second is the first lease's end */
+    if (resent > 0) {
+        char count[24];
+        snprintf(count, sizeof(count), "%d", resent);
+        log_warn("relay_sweep", "resent", count, NULL);
     }
-    if (sent > 0) {
-        struct store_op mark = {.kind = STORE_OP_RELAY_SENT};
-        mark.in.outbox_ack.count = sent;
-        mark.in.outbox_ack.ids = sent_ids;
-        /* not marked: sent again later, which the broker or the worker drops */
-        if (store_exec(q->store, &mark, 1000) != STORE_OK)
-            log_warn("relay_mark_failed", NULL);
-    }
-    return sent < n ? RELAY_BROKER_FAILED : n;
-}
-
-static void sweep(struct nats_queue *q)
-{
-    struct store_op op = {.kind = STORE_OP_RELAY_SWEEP};
-    op.in.relay_sweep.sent_before_ms = clock_wall_ms() - q->opts.sweep_after_ms;
-    if (store_exec(q->store, &op, 1000) == STORE_OK && op.out.purged > 0) {
-        char n[24];
-        snprintf(n, sizeof(n), "%lld", (long long)op.out.purged);
-        log_warn("relay_sweep", "resent", n, NULL);
-    }
+    if (sent == n)
+        return n;
+    /* the broker is away: what it did not take waits for the next round */
+    for (int i = sent; i < n; i++)
+        unsent_ids[i - sent] = msgs[i].id;
+    struct store_op release = {.kind = STORE_OP_RELAY_RELEASE};
+    release.in.outbox_ack.count = n - sent;
+    release.in.outbox_ack.ids = unsent_ids;
+    /* not released: due again when the claim's lease ends */
+    if (store_exec(q->store, &release, 1000) != STORE_OK)
+        log_warn("relay_release_failed", NULL);
+    return RELAY_BROKER_FAILED;
 }
 
 static void *relay_main(void *arg)
@@ -183,7 +187,6 @@ static void *relay_main(void *arg)
     int64_t recovered_ms = 0;
     struct outbox_msg *msgs = xcalloc(RELAY_BATCH, sizeof(*msgs));
     int64_t *ids = xcalloc(RELAY_BATCH, sizeof(*ids));
-    int64_t next_sweep_ms = clock_mono_ms() + SWEEP_EVERY_MS;
     pthread_mutex_lock(&q->mu);
     while (!q->stopping) {
         q->notified = false;
@@ -191,10 +194,6 @@ static void *relay_main(void *arg)
         int n = relay_round(q, msgs, ids);
         if (n == RELAY_BROKER_FAILED)
             recover(q, &recovered_ms, false);
-        if (clock_mono_ms() >= next_sweep_ms) {
-            sweep(q);
-            next_sweep_ms = clock_mono_ms() + SWEEP_EVERY_MS;
-        }
         pthread_mutex_lock(&q->mu);
         if (n == RELAY_BATCH)
             continue; /* there may be more */

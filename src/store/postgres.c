@@ -81,8 +81,7 @@ enum stmt {
     S_MERCHANT_ADD,
     S_MERCHANT_ROTATE,
     S_RELAY_CLAIM,
-    S_RELAY_SENT,
-    S_RELAY_SWEEP,
+    S_RELAY_RELEASE,
     S_REFUND_CREATE,
     S_REFUND_CLAIM,
     S_REFUND_FINISH,
@@ -139,9 +138,8 @@ static const char *const stmt_sql[S_COUNT] = {
                      " idempotency_keys WHERE created_ms < $1 LIMIT $2))",
     [S_MERCHANT_ADD] = "SELECT payd_merchant_add($1,$2,$3,$4)",
     [S_MERCHANT_ROTATE] = "UPDATE merchants SET key_hash = $2 WHERE name = $1",
-    [S_RELAY_CLAIM] = "SELECT * FROM payd_relay_claim($1,$2,$3)",
-    [S_RELAY_SENT] = "UPDATE outbox SET sent_ms = $2 WHERE id = ANY($1::bigint[])",
-    [S_RELAY_SWEEP] = "UPDATE outbox SET sent_ms = NULL, available_ms = $2 WHERE sent_ms < $1",
+    [S_RELAY_CLAIM] = "SELECT * FROM payd_relay_claim($1,$2,$3,$4)",
+    [S_RELAY_RELEASE] = "UPDATE outbox SET available_ms = $2 WHERE id = ANY($1::bigint[])",
     [S_REFUND_CREATE] = "SELECT * FROM payd_refund_create($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,"
                         "$12,$13,$14,$15,$16)",
     [S_REFUND_CLAIM] = "SELECT * FROM payd_refund_claim($1,$2,$3)",
@@ -551,14 +549,12 @@ static enum stmt op_params(struct store_op *op, struct params *p, char **ids)
     case STORE_OP_RELAY_CLAIM:  /* for the relay to a broker */
         PAYD_ASSERT(op->in.outbox_claim.max > 0 && op->in.outbox_claim.max <= STORE_CLAIM_MAX);
         p_int(p, clock_wall_ms());
+        if (op->kind == STORE_OP_RELAY_CLAIM)
+            p_int(p, op->in.outbox_claim.first_lease_ms);
         p_int(p, op->in.outbox_claim.lease_ms);
         p_int(p, op->in.outbox_claim.max);
         return op->kind == STORE_OP_OUTBOX_CLAIM ? S_OUTBOX_CLAIM : S_RELAY_CLAIM;
-    case STORE_OP_RELAY_SWEEP:
-        p_int(p, op->in.relay_sweep.sent_before_ms);
-        p_int(p, clock_wall_ms());
-        return S_RELAY_SWEEP;
-    case STORE_OP_RELAY_SENT:
+    case STORE_OP_RELAY_RELEASE:
     case STORE_OP_OUTBOX_ACK: {
         /* an array literal: {1,2,3} */
         int count = op->in.outbox_ack.count;
@@ -575,7 +571,7 @@ static enum stmt op_params(struct store_op *op, struct params *p, char **ids)
         if (op->kind == STORE_OP_OUTBOX_ACK)
             return S_OUTBOX_ACK;
         p_int(p, clock_wall_ms());
-        return S_RELAY_SENT;
+        return S_RELAY_RELEASE;
     }
     case STORE_OP_OUTBOX_RETRY:
         p_int(p, op->in.outbox_retry.id);
@@ -833,9 +829,6 @@ static int op_result(struct store_op *op, const PGresult *r)
         return STORE_OK;
     }
     case STORE_OP_IDEM_PURGE:
-    case STORE_OP_RELAY_SWEEP:
-        op->out.purged = strtoll(PQcmdTuples((PGresult *)r), NULL, 10);
-        return STORE_OK;
     case STORE_OP_ORDER_CLOSE_EXPIRED:
         op->out.purged = strtoll(PQcmdTuples((PGresult *)r), NULL, 10);
         return STORE_OK;

@@ -1290,8 +1290,7 @@ static int run_op(struct sqlite_store *s, struct store_op *op)
         return op_simple_text(s, W_REFUND_RETRY, op->in.refund_retry.id,
                               clock_wall_ms() + op->in.refund_retry.delay_ms);
     case STORE_OP_RELAY_CLAIM:
-    case STORE_OP_RELAY_SENT:
-    case STORE_OP_RELAY_SWEEP:
+    case STORE_OP_RELAY_RELEASE:
         return STORE_E_IO; /* a broker needs a shared store: refused by the configuration */
     default:
         PAYD_ASSERT(!"unknown store op");

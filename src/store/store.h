@@ -93,11 +93,13 @@ enum store_op_kind {
     STORE_OP_EVENT_FINISH,
     STORE_OP_RECONCILIATION_RECORD,
     /* PostgreSQL only: the relay to a message broker (queue/nats.c) */
-    STORE_OP_RELAY_CLAIM, /* in.outbox_claim: unsent rows, with payment_id and
-                             payment.merchant_id set */
-    STORE_OP_RELAY_SENT,  /* in.outbox_ack: these rows were published */
-    STORE_OP_RELAY_SWEEP, /* in.relay_sweep: send again what was sent before
-                             sent_before_ms and is still not final */
+    STORE_OP_RELAY_CLAIM,   /* in.outbox_claim: due rows, with payment_id and
+                               payment.merchant_id set; each is due again
+                               first_lease_ms later when it was never claimed
+                               before, else lease_ms later (unless its payment
+                               is final by then) */
+    STORE_OP_RELAY_RELEASE, /* in.outbox_ack: these claimed rows were not
+                               published: due again now */
 };
 
 /*
@@ -130,6 +132,7 @@ struct store_op {
         struct {
             int max; /* at most STORE_CLAIM_MAX */
             int64_t lease_ms;
+            int64_t first_lease_ms; /* relay_claim only */
             struct outbox_msg *msgs; /* max entries, owned by the submitter */
         } outbox_claim;
         struct {
@@ -152,9 +155,6 @@ struct store_op {
         struct {
             int64_t older_than_ms; /* wall clock */
         } idem_purge;
-        struct {
-            int64_t sent_before_ms; /* wall clock */
-        } relay_sweep;
         struct {
             struct merchant merchant;
             const char *key_hash;
@@ -257,7 +257,7 @@ struct store_op {
         struct order order;           /* order_create: the existing order */
         struct idem_record idem;      /* payment_create: STORE_E_IDEM_EXISTS */
         int claimed; /* outbox_claim, relay_claim: entries filled in msgs */
-        int64_t purged; /* idem_purge; relay_sweep: rows to send again */
+        int64_t purged; /* idem_purge, order_close_expired: rows changed */
         int64_t refundable; /* refund_create: STORE_E_EXCEEDS */
         struct {
             char id[ID_MAX]; /* the payment's or the refund's */
