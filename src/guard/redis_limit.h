@@ -25,9 +25,10 @@
 
 typedef struct redis_limit redis_limit;
 
-/* url as for lock_redis_new: redis://[[user]:password@]host[:port][/db] or
- * unix:/path. instance_id names this process among the instances (unique
- * per process; at most 100 bytes), or is NULL for a process that takes no
+/* url as for lock_redis_new: redis://[[user]:password@]host[:port][/db],
+ * unix:/path or redis-sentinel://... (util/redis_pool.h). instance_id
+ * names this process among the instances (unique per process; at most 100
+ * bytes), or is NULL for a process that takes no
  * share of the limits (a worker, a merchant command that only publishes):
  * such a process sends no heartbeat and is not counted. NULL with a
  * message in err when the URL is bad or Redis cannot be reached. */

@@ -51,10 +51,11 @@ struct lock_service {
  * fence the store holds, so tokens keep growing across restarts). */
 lock_service *lock_local_new(int64_t min_token);
 
-/* The Redis backend. url: redis://[:password@]host:port[/db] or
- * unix:/path. Tokens are larger than min_token and than every token
- * Redis granted before. NULL with a message in err when Redis cannot be
- * reached or the URL is bad.
+/* The Redis backend. url: redis://[[user]:password@]host[:port][/db],
+ * unix:/path, or redis-sentinel://... for the master that Redis Sentinel
+ * names (util/redis_pool.h). Tokens are larger than min_token and than
+ * every token Redis granted before, also after a failover. NULL with a
+ * message in err when Redis cannot be reached or the URL is bad.
  *
  * A lease is renewed by the backend itself every ttl/3 until it is
  * released, so a holder stuck in a slow call keeps it while its process

@@ -1,12 +1,34 @@
 /*
- * redis_pool.h - a small pool of hiredis connections to one Redis server,
- * shared by the Redis lock backend and the Redis rate limiter.
+ * redis_pool.h - a small pool of hiredis connections to one Redis server
+ * (or to the master that Redis Sentinel names), shared by the Redis lock
+ * backend and the Redis rate limiter.
  *
- * The pool owns what both need and neither should repeat: parsing the URL
- * (redis://[[user]:password@]host[:port][/db] or unix:/path), connecting
- * with a timeout on connect and on every command, AUTH and SELECT, loading
- * Lua scripts once per connection and running them by SHA (reloading on
- * NOSCRIPT), and failing fast while Redis is down.
+ * The pool owns what both need and neither should repeat: parsing the URL,
+ * connecting with a timeout on connect and on every command, AUTH and
+ * SELECT, loading Lua scripts once per connection and running them by SHA
+ * (reloading on NOSCRIPT), and failing fast while Redis is down.
+ *
+ * URLs:
+ *   redis://[[user]:password@]host[:port][/db]        one server (port 6379)
+ *   unix:/path                                        one server's socket
+ *   redis-sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]
+ * The last names up to REDIS_POOL_MAX_SENTINELS Redis Sentinels (port 26379
+ * by default) and the master they watch (letters, digits, '-', '_', '.').
+ * Every new connection asks the sentinels in turn, starting with the one
+ * that answered last, SENTINEL get-master-addr-by-name, connects to the
+ * address the first answer names and checks that the server there says
+ * ROLE master (one demoted, that the sentinels have not caught up with,
+ * fails the connect). The user and password are for the master; the
+ * sentinels are asked without AUTH. An ACL user needs ROLE, besides the
+ * commands and scripts of its owner. Hosts may be IPv6 in brackets; user
+ * and password are percent-encoded.
+ *
+ * Following a failover: a broken connection, or an error reply that says
+ * the server cannot serve now (READONLY from a master demoted to replica,
+ * LOADING, MASTERDOWN, NOAUTH), counts as a failure, below, so the pool
+ * asks the sentinels again when it reconnects. A new connection that
+ * reaches another master than the last one retires the connections to the
+ * old one and logs the switch (redis_master_switched).
  *
  * Failing fast: the first failed connect or command marks the pool down and
  * every call after it returns NULL at once, at the cost of reading a flag.
@@ -32,6 +54,7 @@
 #define REDIS_POOL_MAX_SCRIPTS 8
 #define REDIS_POOL_MAX_ARGS 16 /* keys and arguments of one script call */
 #define REDIS_POOL_RETRY_MS 1000
+#define REDIS_POOL_MAX_SENTINELS 8
 
 typedef struct redis_pool redis_pool;
 
@@ -60,7 +83,8 @@ redis_pool *redis_pool_new(const struct redis_pool_config *cfg, char *err, size_
  * using the pool. redis_pool_free(NULL) does nothing. */
 void redis_pool_free(redis_pool *p);
 
-/* The server as "host:port[/db]" or "unix:/path", without credentials. */
+/* The server as "host:port[/db]", "unix:/path" or, with sentinels,
+ * "sentinel:master[/db] (host:port,...)"; without credentials. */
 const char *redis_pool_where(const redis_pool *p);
 
 /* False while the pool is marked down. */

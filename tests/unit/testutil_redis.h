@@ -11,7 +11,9 @@
  *   3. wait until PING is answered;
  *   4. stop it by its pid (kill, then waitpid) and remove the directory.
  * The child gets SIGKILL when the test process dies, so a crashed test
- * leaves no server behind.
+ * leaves no server behind. A replica (test_redis_start_replica) is started
+ * the same way with --replicaof; test_redis_exec runs any other command
+ * line (a sentinel) under the same rules.
  *
  * Static inline like testutil.h. Talks to the server with plain sockets
  * (inline commands), so it needs no client library.
@@ -37,7 +39,8 @@
 struct test_redis {
     pid_t pid; /* 0: not running */
     int port;
-    const char *password; /* --requirepass, or NULL */
+    const char *password; /* --requirepass (and --masterauth), or NULL */
+    int replicaof;        /* a replica of the server on this port, or 0 */
     char dir[TEST_PATH_MAX];
     char url[128];                     /* redis://[:password@]127.0.0.1:PORT */
     char unix_url[TEST_PATH_MAX + 16]; /* unix:DIR/redis.sock */
@@ -96,18 +99,10 @@ static inline int test_redis_send(int port, const char *cmds, int lines, char *o
     return n;
 }
 
-/* Starts the server on r->port; true when it answers PING in time. */
-static inline bool test_redis_spawn(struct test_redis *r)
+/* Runs argv, a redis-server (or sentinel) that will serve 127.0.0.1:r->port,
+ * as r's process; true when it answers PING in time. */
+static inline bool test_redis_exec(struct test_redis *r, const char *const *argv)
 {
-    char port[16], logfile[TEST_PATH_MAX + 16], sock[TEST_PATH_MAX + 16];
-    snprintf(port, sizeof(port), "%d", r->port);
-    snprintf(logfile, sizeof(logfile), "%s/redis.log", r->dir);
-    snprintf(sock, sizeof(sock), "%s/redis.sock", r->dir);
-    const char *argv[] = {TEST_REDIS_BIN, "--bind", "127.0.0.1", "--port", port,
-                          "--save", "", "--appendonly", "no", "--dir", r->dir,
-                          "--logfile", logfile, "--unixsocket", sock,
-                          "--unixsocketperm", "700", "--daemonize", "no",
-                          r->password ? "--requirepass" : NULL, r->password, NULL};
     pid_t parent = getpid();
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -139,18 +134,48 @@ static inline bool test_redis_spawn(struct test_redis *r)
     return false;
 }
 
-/* Starts a server in a new temporary directory on a free port, with
- * requirepass when password is not NULL. Fails the test when it cannot. */
-static inline void test_redis_start(struct test_redis *r, const char *password)
+/* Starts the server on r->port; true when it answers PING in time. */
+static inline bool test_redis_spawn(struct test_redis *r)
 {
-    memset(r, 0, sizeof(*r));
-    r->password = password;
+    char port[16], logfile[TEST_PATH_MAX + 16], sock[TEST_PATH_MAX + 16], master[16];
+    snprintf(port, sizeof(port), "%d", r->port);
+    snprintf(logfile, sizeof(logfile), "%s/redis.log", r->dir);
+    snprintf(sock, sizeof(sock), "%s/redis.sock", r->dir);
+    snprintf(master, sizeof(master), "%d", r->replicaof);
+    const char *argv[32] = {TEST_REDIS_BIN, "--bind", "127.0.0.1", "--port", port,
+                            "--save", "", "--appendonly", "no", "--dir", r->dir,
+                            "--logfile", logfile, "--unixsocket", sock,
+                            "--unixsocketperm", "700", "--daemonize", "no"};
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    if (r->password) {
+        argv[argc++] = "--requirepass";
+        argv[argc++] = r->password;
+    }
+    if (r->replicaof) {
+        argv[argc++] = "--replicaof";
+        argv[argc++] = "127.0.0.1";
+        argv[argc++] = master;
+        if (r->password) {
+            argv[argc++] = "--masterauth";
+            argv[argc++] = r->password;
+        }
+    }
+    return test_redis_exec(r, argv);
+}
+
+/* Starts a server as r says (password, replicaof) in a new temporary
+ * directory on a free port. Fails the test when it cannot. */
+static inline void test_redis_launch(struct test_redis *r)
+{
     if (access(TEST_REDIS_BIN, X_OK) != 0)
         fail_msg("%s is missing: run scripts/deps.sh", TEST_REDIS_BIN);
     test_tmpdir(r->dir);
     for (int attempt = 0; attempt < 5; attempt++) {
         r->port = test_redis_free_port();
         if (test_redis_spawn(r)) {
+            const char *password = r->password;
             snprintf(r->url, sizeof(r->url), "redis://%s%s%s127.0.0.1:%d",
                      password ? ":" : "", password ? password : "", password ? "@" : "",
                      r->port);
@@ -159,6 +184,23 @@ static inline void test_redis_start(struct test_redis *r, const char *password)
         }
     }
     fail_msg("redis-server did not start (see %s/redis.log)", r->dir);
+}
+
+/* Starts a server, with requirepass when password is not NULL. */
+static inline void test_redis_start(struct test_redis *r, const char *password)
+{
+    memset(r, 0, sizeof(*r));
+    r->password = password;
+    test_redis_launch(r);
+}
+
+/* Starts a replica of master (with its password). */
+static inline void test_redis_start_replica(struct test_redis *r, const struct test_redis *master)
+{
+    memset(r, 0, sizeof(*r));
+    r->password = master->password;
+    r->replicaof = master->port;
+    test_redis_launch(r);
 }
 
 /* Kills the server at once (SIGKILL) and reaps it. */
