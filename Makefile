@@ -38,7 +38,8 @@ LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC)) $(GEN_OBJ) $(WEB_OBJ)
 UNIT_SRC   := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 TOOLS      := $(if $(wildcard tools/paybench/*.c),$(B)/paybench) \
-              $(if $(wildcard tools/paysim/*.c),$(B)/paysim) $(B)/payctl $(B)/paycheck
+              $(if $(wildcard tools/paysim/*.c),$(B)/paysim) $(B)/payctl $(B)/paycheck \
+              $(B)/payfailover
 
 .PHONY: all deps run test test-unit test-integration test-integration-pg test-asan bench clean
 
@@ -93,8 +94,13 @@ $(B)/paycheck: tools/paycheck/paycheck.py
 	@mkdir -p $(B)
 	install -m 0755 $< $@
 
+# The failover controller of the two-site PostgreSQL (docs/DR.md): libpq only.
+$(B)/payfailover: tools/payfailover/payfailover.c
+	@mkdir -p $(B)
+	$(CC) $(WARN) $(CFLAGS) $(SAN) -D_GNU_SOURCE -I/usr/include/postgresql -o $@ $< -lpq -ljansson
+
 # The operator's tool: payd's modules without its main program.
-$(B)/payctl: $(wildcard tools/payctl/*.c) $(LIB_OBJ)
+$(B)/payctl: $(wildcard tools/payctl/*.c) $(wildcard tools/payctl/*.h) $(LIB_OBJ)
 	$(CC) $(WARN) $(CFLAGS) $(SAN) $(DEFS) -o $@ $(filter %.c,$^) $(LIB_OBJ) $(LIBS)
 
 $(B)/guard_micro: bench/guard_micro.c $(LIB_OBJ)
@@ -128,7 +134,7 @@ test-rules:
 	@scripts/deps.sh obs
 	scripts/test_rules.sh
 
-test-integration: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck
+test-integration: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck $(B)/payfailover
 	@scripts/deps.sh obs
 	PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) \
 	    $(PYTHON) tests/integration/run.py
@@ -139,7 +145,7 @@ test-browser: $(B)/payd
 	PAYD_BIN=$(abspath $(B)/payd) scripts/test_browser.sh
 
 # The same suite with every payd storing its data in PostgreSQL.
-test-integration-pg: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck
+test-integration-pg: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck $(B)/payfailover
 	@scripts/deps.sh obs
 	PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) PAYD_TEST_STORE=postgres \
 	    $(PYTHON) tests/integration/run.py
@@ -150,7 +156,7 @@ test-asan:
 	@scripts/deps.sh obs
 	$(MAKE) B=build-asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" \
-	    build-asan/payd build-asan/paysim build-asan/payctl build-asan/paybench \
+	    build-asan/payd build-asan/paysim build-asan/payctl build-asan/paybench build-asan/payfailover \
 	    build-asan/paycheck test-unit-asan test-integration-asan \
 	    test-integration-pg-asan
 
@@ -158,12 +164,12 @@ test-asan:
 test-unit-asan: $(UNIT_BIN)
 	@ASAN_OPTIONS=detect_leaks=1 tests/unit/run.sh $(UNIT_BIN)
 
-test-integration-asan: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck
+test-integration-asan: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck $(B)/payfailover
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) PAYD_TEST_SLOW=1 \
 	    $(PYTHON) tests/integration/run.py
 
-test-integration-pg-asan: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck
+test-integration-pg-asan: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/paycheck $(B)/payfailover
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    PAYD_BIN=$(abspath $(B)/payd) PAYSIM_BIN=$(abspath $(B)/paysim) PAYD_TEST_SLOW=1 \
 	    PAYD_TEST_STORE=postgres $(PYTHON) tests/integration/run.py

@@ -19,7 +19,7 @@ set -euo pipefail
 pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
       libinih-dev libssl-dev libcmocka-dev libpq-dev libcurl4-openssl-dev python3 sqlite3 curl
       postgresql-15 python3-psycopg2 libhiredis-dev redis-server nginx-light iproute2
-      libnats-dev nats-server)
+      libnats-dev nats-server jq)
 if [ "${1:-}" = bench ]; then
     pkgs+=(nginx-light wrk jq)
 fi

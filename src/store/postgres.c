@@ -201,7 +201,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_LEDGER_IMBALANCE] = "SELECT coalesce(sum(abs(t)), 0)::bigint FROM"
                            " (SELECT sum(amount) AS t FROM ledger_entries GROUP BY currency) s",
     [S_OUTBOX_NEXT] = "SELECT min(available_ms) FROM outbox",
-    [S_PING] = "SELECT 1",
+    /* 1 on a server that takes writes; 0 on a standby (read-only) */
+    [S_PING] = "SELECT (NOT pg_is_in_recovery())::int",
 };
 
 struct pg_store {

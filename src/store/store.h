@@ -340,7 +340,7 @@ struct store_backend {
     int (*balance)(store *s, const char *merchant_id, struct store_amount *out, int max);
     int64_t (*max_fence)(store *s);
     int64_t (*outbox_next_due_ms)(store *s); /* wall ms; INT64_MAX when empty */
-    int (*ping)(store *s);
+    int (*ping)(store *s); /* STORE_OK: the store answers and takes writes */
     int (*queue_stats)(store *s, int64_t dead_after, struct store_queue_stats *out);
     /* The sum over currencies of |sum of every ledger entry|: 0 when the
      * ledger balances; -1 when it cannot be read. Reads the whole ledger. */

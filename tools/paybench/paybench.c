@@ -378,6 +378,7 @@ struct options {
     char *keys[PB_MERCHANTS_MAX]; /* owned copies, key_count of them */
     size_t key_count;
     const char *json_path;
+    const char *events_path; /* --events */
     enum scenario scenario;
     int64_t duration_s;
     int64_t rate_per_s;   /* > 0: open loop */
@@ -544,6 +545,7 @@ struct bench {
     size_t metrics_request_lens[PB_METRICS_SOURCES_MAX];
     char run_id[17];
     char channel_label[PB_ID_CHARS_MAX + 16]; /* channel="NAME" */
+    FILE *events;       /* --events: one line per order and payment answer */
     FILE *acked;        /* --check: the ids of payments answered 202 */
     char acked_path[64];
     uint64_t rng_state;
@@ -1846,6 +1848,12 @@ static void on_transfer_done(struct bench *b, struct lane *l, int rc)
     enum req_kind kind = l->kind;
     PB_ASSERT((unsigned)kind < REQ_KIND_COUNT);
     struct req_stats *st = &b->stats[kind];
+    if (b->events && (kind == REQ_ORDER_CREATE || kind == REQ_PAYMENT_ACCEPT)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        fprintf(b->events, "%lld %s %ld\n",
+                (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, req_kind_name[kind], status);
+    }
     if (rc == HTTPC_ERR_CHUNKED) {
         /* Not a server fault to count: this client cannot read such answers. */
         fprintf(stderr, "paybench: %s: %s; paybench cannot measure this server\n",
@@ -2760,7 +2768,8 @@ static void usage(FILE *out)
             "                [--key KEY ... | --keys FILE] [--duration S]\n"
             "                [--rate PER_S | --concurrency N] [--connections N]\n"
             "                [--amount MINOR] [--currency CODE] [--settle-timeout S]\n"
-            "                [--server-pid PID] [--json FILE] [--channel NAME] [--method NAME]\n"
+            "                [--server-pid PID] [--json FILE] [--events FILE]\n"
+            "                [--channel NAME] [--method NAME]\n"
             "                [--retries N] [--racers N] [--mix NAME=W,...] [--refund-share PCT]\n"
             "                [--metrics-url URL ...]\n"
             "                [--check --data-dir DIR | --store-url URL [--paysim CHANNEL=URL]]\n"
@@ -2791,6 +2800,8 @@ static void usage(FILE *out)
             "                     outcomes its api instances do not\n"
             "  --server-pid PID   also report that process's CPU use\n"
             "  --json FILE        write the results as JSON\n"
+            "  --events FILE      write a line per order and payment answer: wall-clock ms,\n"
+            "                     order_create or payment_accept, HTTP status (0: none)\n"
             "  --channel NAME     the channel to pay with (default sandbox)\n"
             "  --method NAME      its method (default ok; not with mix)\n"
             "  --retries N        retry: retries of each payment, 1 ... %d (default %d)\n"
@@ -2923,6 +2934,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         OPT_MIX,
         OPT_REFUND_SHARE,
         OPT_METRICS_URL,
+        OPT_EVENTS,
     };
     static const struct option long_options[] = {
         {"url", required_argument, NULL, 'u'},
@@ -2949,6 +2961,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"mix", required_argument, NULL, OPT_MIX},
         {"refund-share", required_argument, NULL, OPT_REFUND_SHARE},
         {"metrics-url", required_argument, NULL, OPT_METRICS_URL},
+        {"events", required_argument, NULL, OPT_EVENTS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -3001,6 +3014,9 @@ static void parse_options(int argc, char **argv, struct options *o)
             break;
         case OPT_CURRENCY:
             o->currency = optarg;
+            break;
+        case OPT_EVENTS:
+            o->events_path = optarg;
             break;
         case OPT_METRICS_URL:
             if (o->metrics_url_count == PB_METRICS_SOURCES_MAX) {
@@ -3191,6 +3207,8 @@ static void bench_init(struct bench *b, const struct options *o)
         if (fd < 0 || !(b->acked = fdopen(fd, "w")))
             die("cannot create a file for the acknowledged payments");
     }
+    if (o->events_path && !(b->events = fopen(o->events_path, "w")))
+        die("cannot create the --events file");
 
     char error[PB_URL_CHARS_MAX + 128];
     if (httpc_target_parse(&b->target, o->url, error, sizeof(error)) != 0) {
@@ -3388,6 +3406,10 @@ int main(int argc, char **argv)
             exit_status = checked == 1 ? 3 : 1;
     }
 out_free:
+    if (b->events && fclose(b->events) != 0 && exit_status == 0) {
+        fprintf(stderr, "paybench: cannot write the --events file\n");
+        exit_status = 1;
+    }
     if (b->acked) {
         fclose(b->acked);
         unlink(b->acked_path);

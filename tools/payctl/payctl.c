@@ -2,6 +2,7 @@
  * payctl - payd's operator tool.
  *
  *   payctl reconcile --date YYYY-MM-DD [--channel NAME] [--config FILE] [--data-dir DIR]
+ *   payctl status --topology FILE      (status.c: a two-site deployment's parts)
  *
  * Reconciliation (对账): fetches each channel's statement of that UTC day
  * and compares it with payd's payments and refunds, both ways:
@@ -29,6 +30,7 @@
 
 #include "channel/channel.h"
 #include "cli.h"
+#include "status.h"
 #include "util/util.h"
 
 #define EXIT_DIFFERENT 1
@@ -40,7 +42,8 @@ static void usage(void)
 {
     fprintf(stderr, "usage:\n"
                     "  payctl reconcile --date YYYY-MM-DD [--channel NAME] [--config FILE]"
-                    " [--data-dir DIR]\n");
+                    " [--data-dir DIR]\n"
+                    "  payctl status --topology FILE\n");
 }
 
 struct recon {
@@ -269,6 +272,16 @@ int main(int argc, char **argv)
     if (argc < 2) {
         usage();
         return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "status") == 0) {
+        if (argc != 4 || strcmp(argv[2], "--topology") != 0) {
+            usage();
+            return EXIT_USAGE;
+        }
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        int rc = payctl_status(argv[3]);
+        curl_global_cleanup();
+        return rc;
     }
     struct cli_args a;
     if (cli_parse_args("payctl", argc - 2, argv + 2, &a) != 0 || a.positional_count != 0) {
