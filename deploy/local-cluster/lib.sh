@@ -96,3 +96,40 @@ record_cmd() {
     shift
     printf '%s\n' "$@" >"$file"
 }
+
+# Writes nginx.conf in directory $1 for an nginx on 127.0.0.1:$2 in front
+# of the payd base URLs "$3"...
+write_nginx_conf() {
+    local dir="$1" port="$2" url t
+    shift 2
+    mkdir -p "$dir/logs"
+    {
+        echo "worker_processes 1;"
+        echo "daemon off;"
+        echo "pid $dir/nginx.pid;"
+        echo "error_log $dir/logs/error.log warn;"
+        echo "events { worker_connections 4096; }"
+        echo "http {"
+        echo "    access_log off;"
+        for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $dir/$t;"; done
+        echo "    upstream payd_api {"
+        for url in "$@"; do echo "        server ${url#http://} max_fails=1 fail_timeout=2s;"; done
+        echo "        keepalive 64;"
+        echo "    }"
+        echo "    server {"
+        echo "        listen 127.0.0.1:$port;"
+        echo "        location / {"
+        echo "            proxy_pass http://payd_api;"
+        echo "            proxy_http_version 1.1;"
+        echo "            proxy_set_header Connection \"\";"
+        # nginx (open source) checks its upstreams passively: an instance that
+        # refuses connections or answers 503 is left alone for fail_timeout.
+        # A request that never reached an instance goes to the next one; one
+        # that did is not sent twice (nginx's default for POST).
+        echo "            proxy_next_upstream error timeout http_503;"
+        echo "            proxy_connect_timeout 1s;"
+        echo "        }"
+        echo "    }"
+        echo "}"
+    } >"$dir/nginx.conf"
+}
