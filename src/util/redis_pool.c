@@ -484,14 +484,16 @@ static void note_master(redis_pool *p, const struct endpoint *m)
 
 /* Connects (with sentinels, to the master they name, which must say it is
  * one), logs in, selects the database, loads the scripts and runs the
- * owner's on_connect. NULL with the reason in err. */
-static redisContext *conn_open(redis_pool *p, char *err, size_t err_size)
+ * owner's on_connect. NULL with the reason in err; *named false when no
+ * sentinel named a master. */
+static redisContext *conn_open_once(redis_pool *p, bool *named, char *err, size_t err_size)
 {
     struct endpoint master;
     int asked = -1;
     redisContext *c = p->t.nsentinels
                           ? master_connect(p, &master, &asked, err, err_size)
                           : connect_to(p, &p->t.server, p->t.unix_socket, err, err_size);
+    *named = asked >= 0;
     if (!c)
         goto out_next_sentinel;
     if (p->t.password[0]) {
@@ -531,6 +533,20 @@ out_next_sentinel:
     if (asked >= 0)
         atomic_store(&p->sentinel_next, (unsigned)asked + 1);
     return NULL;
+}
+
+/* conn_open_once; with sentinels, a master that will not do (a sentinel
+ * restarted with an old view names a demoted master until the others tell
+ * it better) sends the same attempt on to the next sentinel, each asked at
+ * most once; none answering ends it at once. */
+static redisContext *conn_open(redis_pool *p, char *err, size_t err_size)
+{
+    int tries = p->t.nsentinels > 0 ? p->t.nsentinels : 1;
+    redisContext *c = NULL;
+    bool named = true;
+    for (int i = 0; i < tries && !c && named; i++)
+        c = conn_open_once(p, &named, err, err_size);
+    return c;
 }
 
 /* ---- up and down -------------------------------------------------------- */

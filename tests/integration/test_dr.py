@@ -134,6 +134,54 @@ class ControllerTest(unittest.TestCase):
         self.assertEqual(self.state()["mode"], "sync")
         self.assertEqual(self.psql("site_a", "SELECT pg_is_in_recovery()"), "t")
         self.assertEqual(self.psql("site_b", "SHOW synchronous_standby_names"), "site_a")
+        # the operator's view agrees
+        payctl = os.path.join(os.path.dirname(harness.PAYD_BIN), "payctl")
+        st = subprocess.run([payctl, "status", "--topology", os.path.join(self.dir, "topology.ini")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.assertEqual(st.returncode, 0, st.stdout)
+        roles = {(l.split()[0], l.split()[2]) for l in st.stdout.splitlines()[1:]
+                 if l.split()[1] == "postgres"}
+        self.assertEqual(roles, {("a", "standby"), ("b", "primary")}, st.stdout)
+
+    def test_fence_stops_a_running_server_for_good(self):
+        with open(os.path.join(self.dir, "pg_site_a", "pid")) as f:
+            pid = int(f.read())
+        r = subprocess.run([os.path.join(DR, "fence"), self.dir, "site_a"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertFalse(os.path.exists("/proc/%d/cmdline" % pid)
+                         and open("/proc/%d/stat" % pid).read().split(") ")[1][0] != "Z",
+                         "the server still runs")
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "pg_site_a", "data", "standby.signal")))
+        with open(os.path.join(self.dir, "pg_site_a", "port")) as f:
+            port = f.read().strip()
+        ready = subprocess.run(["/usr/lib/postgresql/15/bin/pg_isready", "-h", "127.0.0.1",
+                                "-p", port, "-t", "1"], stdout=subprocess.DEVNULL)
+        self.assertEqual(ready.returncode, 2, "something still answers on site_a's port")
+
+    def test_no_promotion_when_the_fence_fails(self):
+        # the controller again, with a fence that always fails
+        with open(os.path.join(self.dir, "failover", "pid")) as f:
+            os.kill(int(f.read()), signal.SIGTERM)
+        with open(os.path.join(self.dir, "failover", "cmd")) as f:
+            cmd = f.read().splitlines()
+        cmd[cmd.index("--fence") + 1] = "false"
+        log_path = os.path.join(self.tmp, "failover2.log")
+        with open(log_path, "w") as log:
+            ctl = subprocess.Popen(cmd, stdout=log, stderr=log)
+        self.addCleanup(ctl.wait)
+        self.addCleanup(ctl.terminate)
+
+        def log_text():
+            with open(log_path) as f:
+                return f.read()
+        wait_until(lambda: "event=state_loaded" in log_text(), 10, what="the state read back")
+        self.assertIn('mode="sync"', log_text())
+        self.kill("pg_site_a")
+        wait_until(lambda: "event=fence_failed" in log_text(), 20, what="fence_failed logged")
+        time.sleep(2)
+        self.assertEqual(self.psql("site_b", "SELECT pg_is_in_recovery()"), "t")
+        self.assertNotIn("event=promoted", log_text())
 
 
 if __name__ == "__main__":

@@ -106,13 +106,22 @@ static void found(struct finding *f, bool healthy, const char *role, const char 
     va_end(ap);
 }
 
+/* The first line of libpq's error text (copied: libpq owns the buffer). */
+static const char *first_line(const PGconn *c, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s", c ? PQerrorMessage(c) : "out of memory");
+    buf[strcspn(buf, "\n")] = '\0';
+    return buf[0] ? buf : "no answer";
+}
+
 static void check_postgres(const char *conninfo, struct finding *f)
 {
+    char err[160];
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
     const char *values[] = {conninfo, "1", "payctl", NULL};
     PGconn *c = PQconnectdbParams(keys, values, 1);
     if (PQstatus(c) != CONNECTION_OK) {
-        found(f, false, "down", "%s", strtok(PQerrorMessage(c), "\n") ?: "no answer");
+        found(f, false, "down", "%s", first_line(c, err, sizeof(err)));
         PQfinish(c);
         return;
     }
@@ -121,7 +130,7 @@ static void check_postgres(const char *conninfo, struct finding *f)
                             "           FROM pg_stat_replication), ''),"
                             " coalesce((SELECT status FROM pg_stat_wal_receiver), '')");
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        found(f, false, "unknown", "%s", strtok(PQerrorMessage(c), "\n") ?: "query failed");
+        found(f, false, "unknown", "%s", first_line(c, err, sizeof(err)));
     } else if (strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
         const char *receiver = PQgetvalue(r, 0, 2);
         found(f, strcmp(receiver, "streaming") == 0, "standby", "wal receiver: %s",
@@ -296,9 +305,10 @@ static void check_failover(const char *path, struct finding *f)
 {
     json_error_t err;
     json_t *doc = json_load_file(path, 0, &err);
-    const char *mode = NULL, *primary = NULL, *action = NULL;
+    const char *mode = NULL, *action = NULL;
+    json_t *primary_json = NULL; /* null while no node is primary */
     json_int_t updated_ms = 0;
-    if (!doc || json_unpack(doc, "{s:s, s?s, s:s, s:I}", "mode", &mode, "primary", &primary,
+    if (!doc || json_unpack(doc, "{s:s, s?o, s:s, s:I}", "mode", &mode, "primary", &primary_json,
                             "last_action", &action, "updated_ms", &updated_ms) != 0) {
         found(f, false, "unknown", "cannot read %s", path);
     } else {
@@ -307,7 +317,9 @@ static void check_failover(const char *path, struct finding *f)
         clock_gettime(CLOCK_REALTIME, &now);
         long long age_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000 - updated_ms;
         found(f, age_ms < 10000 && strcmp(mode, "split") != 0, mode,
-              "primary %s; %s; %.1f s ago", primary ? primary : "none", action, age_ms / 1000.0);
+              "primary %s; %s; %.1f s ago",
+              json_is_string(primary_json) ? json_string_value(primary_json) : "none", action,
+              age_ms / 1000.0);
     }
     json_decref(doc);
 }

@@ -34,6 +34,20 @@
  *     nothing else can take writes. The roles swap; state ALONE until the
  *     old primary is rebuilt as a standby (deploy/dr/rebuild) and streams.
  *
+ *   - A primary found naming a standby that does not stream while the state
+ *     is ALONE (the controller restarted, or a failover's last step
+ *     failed): the absent node is fenced, then the primary commits alone.
+ *
+ * The state survives a restart: it is read back from --state, so that a
+ * controller restarted in SYNC (or in the middle of a failover: the state
+ * turns ALONE only once the standby is promoted) still fails over. SYNC is
+ * entered only once the standby has flushed the WAL written before it was
+ * named, so that no commit acknowledged earlier is missing there; it is
+ * left before the primary is told to commit alone, so that a lost answer
+ * leaves the controller on the safe side. Every query has a deadline
+ * (TCP keepalives, tcp_user_timeout, statement_timeout), and the fence
+ * command FENCE_TIMEOUT_S: a fence that hangs is a fence that failed.
+ *
  * payd finds the primary by itself: its connection string names both hosts
  * with target_session_attrs=read-write.
  *
@@ -48,6 +62,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -57,7 +72,9 @@
 #define NODES 2
 #define NAME_MAX_LEN 63
 #define CONNECT_TIMEOUT_S "1"
+#define QUERY_TIMEOUT_MS "2000" /* statement_timeout and tcp_user_timeout */
 #define PROMOTE_WAIT_S "30"
+#define FENCE_TIMEOUT_S 30
 
 enum mode { MODE_ALONE, MODE_SYNC, MODE_SPLIT };
 static const char *const mode_names[] = {"alone", "sync", "split"};
@@ -68,6 +85,8 @@ struct probe {
     bool in_recovery;
     char sync_names[256];    /* its synchronous_standby_names */
     char peer_state[16];     /* the other node's sync_state as its standby; "" none */
+    int64_t peer_flush;      /* and the WAL position it has flushed (bytes) */
+    int64_t wal_now;         /* a primary's current WAL position (bytes) */
 };
 
 struct node {
@@ -86,6 +105,7 @@ struct controller {
     const char *state_path;
     int interval_ms, failures;
     int standby_absent; /* checks in a row the primary saw no standby streaming */
+    int64_t sync_from;  /* WAL the standby must have flushed before SYNC; 0 unset */
     char last_action[256];
     long long last_action_ms;
     long long failovers;
@@ -145,8 +165,11 @@ static void drop_conn(struct node *n)
 static PGresult *node_query(struct node *n, const char *sql, const char *param)
 {
     if (!n->conn) {
-        const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-        const char *values[] = {n->conninfo, CONNECT_TIMEOUT_S, "payfailover", NULL};
+        const char *keys[] = {"dbname", "connect_timeout", "application_name", "keepalives",
+                              "keepalives_idle", "keepalives_interval", "keepalives_count",
+                              "tcp_user_timeout", "options", NULL};
+        const char *values[] = {n->conninfo, CONNECT_TIMEOUT_S, "payfailover", "1", "1", "1", "2",
+                                QUERY_TIMEOUT_MS, "-c statement_timeout=" QUERY_TIMEOUT_MS, NULL};
         n->conn = PQconnectdbParams(keys, values, 1);
         if (PQstatus(n->conn) != CONNECTION_OK) {
             drop_conn(n);
@@ -170,15 +193,21 @@ static void probe_node(struct node *n, const struct node *peer)
     struct probe p = {0};
     PGresult *r = node_query(n,
                              "SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names'),"
-                             " coalesce((SELECT sync_state FROM pg_stat_replication"
-                             "           WHERE application_name = $1 AND state = 'streaming'"
-                             "           LIMIT 1), '')",
+                             " coalesce(r.sync_state, ''),"
+                             " coalesce(pg_wal_lsn_diff(r.flush_lsn, '0/0')::bigint, 0),"
+                             " CASE WHEN pg_is_in_recovery() THEN 0"
+                             "      ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint END"
+                             " FROM (SELECT 1) one LEFT JOIN"
+                             "  (SELECT sync_state, flush_lsn FROM pg_stat_replication"
+                             "   WHERE application_name = $1 AND state = 'streaming' LIMIT 1) r ON true",
                              peer->name);
     if (r && PQntuples(r) == 1) {
         p.up = true;
         p.in_recovery = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
         snprintf(p.sync_names, sizeof(p.sync_names), "%s", PQgetvalue(r, 0, 1));
         snprintf(p.peer_state, sizeof(p.peer_state), "%s", PQgetvalue(r, 0, 2));
+        p.peer_flush = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+        p.wal_now = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
     }
     PQclear(r);
     n->missing = p.up ? 0 : n->missing + 1;
@@ -200,22 +229,37 @@ static bool set_sync_names(struct node *n, const char *names)
     return r != NULL;
 }
 
-/* Runs the fence command for node n; true when it exited 0. */
+/* Runs the fence command for node n, in a process group of its own; true
+ * when it exited 0 within FENCE_TIMEOUT_S (else the group is killed). */
 static bool fence(struct controller *ctl, struct node *n)
 {
     pid_t pid = fork();
     if (pid < 0)
         return false;
     if (pid == 0) {
+        setpgid(0, 0);
         setenv("PAYFAILOVER_NODE", n->name, 1);
         execl("/bin/sh", "sh", "-c", ctl->fence_command, (char *)NULL);
         _exit(127);
     }
+    setpgid(pid, pid);
+    long long deadline_ms = wall_ms() + FENCE_TIMEOUT_S * 1000LL;
     int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
+    for (;;) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid)
+            return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (w < 0 && errno != EINTR)
             return false;
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (wall_ms() > deadline_ms) {
+            log_event("fence_timeout", "node", n->name, NULL);
+            kill(-pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+            }
+            return false;
+        }
+        sleep_ms(20);
+    }
 }
 
 static bool promote(struct node *n)
@@ -256,13 +300,13 @@ static void fail_over(struct controller *ctl)
     ctl->primary = 1 - ctl->primary;
     ctl->failovers++;
     log_event("promoted", "node", next->name, NULL);
-    /* the old primary is fenced: nothing else can take writes */
-    if (!set_sync_names(next, ""))
-        log_event("alone_failed", "node", next->name, NULL);
     char why[160];
     snprintf(why, sizeof(why), "failover: %s fenced, %s promoted", old->name, next->name);
-    ctl->mode = MODE_SYNC; /* so that change_mode logs the move */
     change_mode(ctl, MODE_ALONE, why);
+    /* the old primary is fenced: nothing else can take writes. Should this
+     * fail, check() fences again and retries (the ALONE rule). */
+    if (!set_sync_names(next, ""))
+        log_event("alone_failed", "node", next->name, NULL);
 }
 
 static void check(struct controller *ctl)
@@ -279,9 +323,12 @@ static void check(struct controller *ctl)
     if (a_primary || b_primary) {
         int seen = a_primary ? 0 : 1;
         if (ctl->primary != seen) {
-            if (ctl->primary >= 0)
+            if (ctl->primary >= 0) {
                 log_event("primary_changed", "node", ctl->nodes[seen].name, NULL);
+                change_mode(ctl, MODE_ALONE, "another node is primary");
+            }
             ctl->primary = seen;
+            ctl->sync_from = 0;
         }
         if (ctl->mode == MODE_SPLIT)
             change_mode(ctl, MODE_ALONE, "one primary again");
@@ -293,15 +340,31 @@ static void check(struct controller *ctl)
     if (p->last.up && !p->last.in_recovery) {
         bool streaming = p->last.peer_state[0] != '\0';
         ctl->standby_absent = streaming ? 0 : ctl->standby_absent + 1;
+        if (!streaming)
+            ctl->sync_from = 0;
         if (streaming && strcmp(p->last.sync_names, s->name) != 0) {
             if (set_sync_names(p, s->name))
                 log_event("sync_standby_named", "primary", p->name, "standby", s->name, NULL);
-        } else if (streaming && strcmp(p->last.peer_state, "sync") == 0) {
-            change_mode(ctl, MODE_SYNC, "the standby streams synchronously");
-        } else if (ctl->mode == MODE_SYNC && ctl->standby_absent >= ctl->failures) {
-            /* the standby's server is down, or up and not streaming */
-            if (set_sync_names(p, ""))
-                change_mode(ctl, MODE_ALONE, "standby lost: the primary commits alone");
+        } else if (streaming && ctl->mode != MODE_SYNC) {
+            /* named: SYNC once the standby has what was written before */
+            if (ctl->sync_from == 0)
+                ctl->sync_from = p->last.wal_now;
+            else if (strcmp(p->last.peer_state, "sync") == 0 &&
+                     p->last.peer_flush >= ctl->sync_from)
+                change_mode(ctl, MODE_SYNC, "the standby streams synchronously");
+        } else if (!streaming && ctl->standby_absent >= ctl->failures &&
+                   p->last.sync_names[0] != '\0') {
+            /* the standby's server is down, or up and not streaming. In
+             * SYNC it can take no writes by itself; otherwise (a restart,
+             * or a failover's last step failed) it is fenced first unless
+             * it answers as a standby. */
+            if (ctl->mode != MODE_SYNC && !s->last.up && !fence(ctl, s)) {
+                log_event("fence_failed", "node", s->name, "command", ctl->fence_command, NULL);
+                return;
+            }
+            change_mode(ctl, MODE_ALONE, "standby lost: the primary commits alone");
+            if (!set_sync_names(p, ""))
+                log_event("alone_failed", "node", p->name, NULL);
         }
         return;
     }
@@ -315,6 +378,27 @@ static void check(struct controller *ctl)
     }
     if (s->last.up && s->last.in_recovery)
         fail_over(ctl);
+}
+
+/* Reads the state a previous run left in the state file, if any: its mode
+ * and primary (a SPLIT is not carried over). */
+static void load_state(struct controller *ctl)
+{
+    json_t *doc = ctl->state_path ? json_load_file(ctl->state_path, 0, NULL) : NULL;
+    const char *mode = NULL;
+    json_t *primary = NULL;
+    if (doc && json_unpack(doc, "{s:s, s?o}", "mode", &mode, "primary", &primary) == 0 &&
+        json_is_string(primary)) {
+        for (int i = 0; i < NODES; i++)
+            if (strcmp(ctl->nodes[i].name, json_string_value(primary)) == 0)
+                ctl->primary = i;
+        if (ctl->primary >= 0 && strcmp(mode, "sync") == 0)
+            ctl->mode = MODE_SYNC;
+        if (ctl->primary >= 0)
+            log_event("state_loaded", "mode", mode_names[ctl->mode], "primary",
+                      ctl->nodes[ctl->primary].name, NULL);
+    }
+    json_decref(doc);
 }
 
 /* Writes the state file (via a temporary file and rename). */
@@ -411,6 +495,7 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGPIPE, SIG_IGN);
+    load_state(&ctl);
     set_action(&ctl, "started");
     log_event("start", "nodes", ctl.nodes[0].name, "and", ctl.nodes[1].name, NULL);
     while (!stopping) {
