@@ -24,6 +24,7 @@ import unittest
 
 import harness
 from harness import REPO, SLOW, wait_until
+from test_cluster import wait_dead
 
 DR = os.path.join(REPO, "deploy", "dr")
 DRILL = os.path.join(DR, "drill")
@@ -149,9 +150,7 @@ class ControllerTest(unittest.TestCase):
         r = subprocess.run([os.path.join(DR, "fence"), self.dir, "site_a"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.assertEqual(r.returncode, 0, r.stdout)
-        self.assertFalse(os.path.exists("/proc/%d/cmdline" % pid)
-                         and open("/proc/%d/stat" % pid).read().split(") ")[1][0] != "Z",
-                         "the server still runs")
+        wait_dead(pid, "the fenced server")
         self.assertTrue(os.path.exists(os.path.join(self.dir, "pg_site_a", "data", "standby.signal")))
         with open(os.path.join(self.dir, "pg_site_a", "port")) as f:
             port = f.read().strip()

@@ -231,7 +231,7 @@ static bool set_sync_names(struct node *n, const char *names)
 
 /* Runs the fence command for node n, in a process group of its own; true
  * when it exited 0 within FENCE_TIMEOUT_S (else the group is killed). */
-static bool fence(struct controller *ctl, struct node *n)
+static bool run_fence(struct controller *ctl, struct node *n)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -262,11 +262,30 @@ static bool fence(struct controller *ctl, struct node *n)
     }
 }
 
+/* run_fence, logged either way. */
+static bool fence(struct controller *ctl, struct node *n)
+{
+    bool ok = run_fence(ctl, n);
+    if (ok)
+        log_event("fenced", "node", n->name, NULL);
+    else
+        log_event("fence_failed", "node", n->name, "command", ctl->fence_command, NULL);
+    return ok;
+}
+
+/* pg_promote, waiting for it up to PROMOTE_WAIT_S: longer than the
+ * connection's statement_timeout allows other queries. */
 static bool promote(struct node *n)
 {
-    PGresult *r = node_query(n, "SELECT pg_promote(true, " PROMOTE_WAIT_S ")", NULL);
+    PGresult *r = node_query(n, "SET statement_timeout = '" PROMOTE_WAIT_S "s'", NULL);
+    bool set = r != NULL;
+    PQclear(r);
+    if (!set)
+        return false;
+    r = node_query(n, "SELECT pg_promote(true, " PROMOTE_WAIT_S ")", NULL);
     bool ok = r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     PQclear(r);
+    PQclear(node_query(n, "SET statement_timeout = " QUERY_TIMEOUT_MS, NULL));
     return ok;
 }
 
@@ -286,11 +305,9 @@ static void fail_over(struct controller *ctl)
     struct node *next = &ctl->nodes[1 - ctl->primary];
     log_event("failover_begin", "primary", old->name, "standby", next->name, NULL);
     if (!fence(ctl, old)) {
-        log_event("fence_failed", "node", old->name, "command", ctl->fence_command, NULL);
         set_action(ctl, "fence failed: no promotion");
         return;
     }
-    log_event("fenced", "node", old->name, NULL);
     drop_conn(old);
     if (!promote(next)) {
         log_event("promote_failed", "node", next->name, NULL);
@@ -358,10 +375,8 @@ static void check(struct controller *ctl)
              * SYNC it can take no writes by itself; otherwise (a restart,
              * or a failover's last step failed) it is fenced first unless
              * it answers as a standby. */
-            if (ctl->mode != MODE_SYNC && !s->last.up && !fence(ctl, s)) {
-                log_event("fence_failed", "node", s->name, "command", ctl->fence_command, NULL);
+            if (ctl->mode != MODE_SYNC && !s->last.up && !fence(ctl, s))
                 return;
-            }
             change_mode(ctl, MODE_ALONE, "standby lost: the primary commits alone");
             if (!set_sync_names(p, ""))
                 log_event("alone_failed", "node", p->name, NULL);

@@ -68,23 +68,6 @@ BEGIN
     ORDER BY c.id;
 END $$;
 
-CREATE OR REPLACE FUNCTION payd_relay_claim(p_now_ms bigint, p_lease_ms bigint, p_max int)
-RETURNS TABLE (msg_id bigint, msg_payment_id text, merchant_id text, publishes int)
-LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
-    WITH claimed AS (
-        UPDATE outbox o SET available_ms = p_now_ms + p_lease_ms, publishes = o.publishes + 1
-        WHERE o.id IN (SELECT d.id FROM outbox d WHERE d.sent_ms IS NULL
-                       AND d.available_ms <= p_now_ms
-                       ORDER BY d.available_ms LIMIT p_max FOR UPDATE SKIP LOCKED)
-        RETURNING o.id, o.payment_id, o.publishes)
-    SELECT c.id, c.payment_id, p.merchant_id, c.publishes
-    FROM claimed c JOIN payments p ON p.id = c.payment_id
-    ORDER BY c.id;
-END $$;
-
 CREATE OR REPLACE FUNCTION payd_refund_claim(p_now_ms bigint, p_lease_ms bigint, p_max int)
 RETURNS TABLE (id text, payment_id text, order_id text, merchant_id text, amount bigint,
                currency text, channel text, payment_serial_no text, reason text, status text,
