@@ -377,6 +377,22 @@ static const char *const rsql[R_COUNT] = {
  * the writer's commit). */
 #define CHECKPOINT_FRAMES 1000
 
+/* A checkpoint that copies the whole log cannot also restart it while any
+ * reader still reads from it. Readers here never stop under load, so
+ * without help the log never restarts and grows without end (measured:
+ * 50 MB/s at 1,200 paid orders/s, 800 MB after 16 s, each commit an append
+ * whose fsync must also journal the file's new size). So once the log
+ * holds wal_restart_frames frames, the writer, between two batches, runs a
+ * RESTART checkpoint itself: it copies what the checkpointer has not, waits
+ * at most WAL_RESTART_WAIT_MS for the readers to leave the log, and the
+ * next commit writes the log from its start again (overwrites, not
+ * appends). Measured at that load: 2.6-9.5 ms a restart, one every 1.3 s
+ * with the default size. A restart a long reader kept from finishing is
+ * tried again WAL_RESTART_RETRY_MS later, never after every batch. */
+#define WAL_RESTART_WAIT_MS 20
+#define WAL_RESTART_RETRY_MS 1000
+#define STORE_BUSY_TIMEOUT_MS 10000
+
 struct reader {
     struct sqlite_store *owner;
     sqlite3 *db;
@@ -413,7 +429,12 @@ struct sqlite_store {
     bool checkpointer_started;
     pthread_cond_t wal_grew;
     bool checkpoint_due;
+    bool checkpoint_running; /* the checkpointer is copying */
+    bool restarting;         /* the writer is restarting the log */
+    int wal_frames;          /* the log's size at the last commit */
     int wal_frames_checkpointed; /* the log's size at the last checkpoint */
+    int wal_restart_frames;      /* < 0: never */
+    int64_t wal_restart_not_before_ms;
     /* readers */
     pthread_key_t reader_key;
     pthread_mutex_t readers_mu;
@@ -1424,6 +1445,36 @@ out_report:
     pthread_mutex_unlock(&s->done_mu);
 }
 
+/* Between batches, on the writer: restarts the log once it is due (see
+ * WAL_RESTART_WAIT_MS), unless the checkpointer is copying right now (the
+ * restart would find its lock taken; the next batch tries again). */
+static void restart_log_if_due(struct sqlite_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool due = s->wal_restart_frames > 0 && s->wal_frames >= s->wal_restart_frames &&
+               !s->checkpoint_running && clock_mono_ms() >= s->wal_restart_not_before_ms;
+    if (due)
+        s->restarting = true;
+    pthread_mutex_unlock(&s->mu);
+    if (!due)
+        return;
+    int log_frames = 0, done_frames = 0;
+    sqlite3_busy_timeout(s->wdb, WAL_RESTART_WAIT_MS);
+    int rc = sqlite3_wal_checkpoint_v2(s->wdb, NULL, SQLITE_CHECKPOINT_RESTART, &log_frames,
+                                       &done_frames);
+    sqlite3_busy_timeout(s->wdb, STORE_BUSY_TIMEOUT_MS);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        log_db_error(s->wdb, "checkpoint (restart)");
+    pthread_mutex_lock(&s->mu);
+    s->restarting = false;
+    if (rc == SQLITE_OK)
+        s->wal_frames = 0; /* the next commit writes from the log's start */
+    else
+        s->wal_restart_not_before_ms = clock_mono_ms() + WAL_RESTART_RETRY_MS;
+    pthread_cond_signal(&s->wal_grew); /* a checkpoint held back may run */
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *writer_main(void *arg)
 {
     struct sqlite_store *s = arg;
@@ -1445,6 +1496,7 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_unlock(&s->mu);
         run_batch(s, batch, n);
+        restart_log_if_due(s);
     }
     free(batch);
     return NULL;
@@ -1459,6 +1511,7 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
     /* Ask for a checkpoint once CHECKPOINT_FRAMES frames were added since
      * the last one (the log restarts from 0 once it was all copied). */
     pthread_mutex_lock(&s->mu);
+    s->wal_frames = frames;
     if (frames < s->wal_frames_checkpointed)
         s->wal_frames_checkpointed = 0;
     if (frames - s->wal_frames_checkpointed >= CHECKPOINT_FRAMES && !s->checkpoint_due) {
@@ -1476,11 +1529,12 @@ static void *checkpointer_main(void *arg)
     pthread_setname_np(pthread_self(), "payd-checkpoint");
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->checkpoint_due && !s->stopping)
+        while ((!s->checkpoint_due || s->restarting) && !s->stopping)
             pthread_cond_wait(&s->wal_grew, &s->mu);
         if (s->stopping)
             break;
         s->checkpoint_due = false;
+        s->checkpoint_running = true;
         pthread_mutex_unlock(&s->mu);
         int log_frames = 0, done_frames = 0;
         int rc = sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
@@ -1488,6 +1542,7 @@ static void *checkpointer_main(void *arg)
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
             log_db_error(s->cdb, "checkpoint");
         pthread_mutex_lock(&s->mu);
+        s->checkpoint_running = false;
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -1523,7 +1578,7 @@ static int open_conn(const char *path, sqlite3 **out, char *err, size_t err_size
         sqlite3_close(db);
         return -1;
     }
-    sqlite3_busy_timeout(db, 10000);
+    sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
     char *msg = NULL;
     if (sqlite3_exec(db,
                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
@@ -1963,6 +2018,8 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
     s->base.be = &store_sqlite_backend;
     snprintf(s->path, sizeof(s->path), "%s/payd.db", opts->data_dir);
     s->max_batch = opts->max_batch;
+    s->wal_restart_frames =
+        opts->wal_restart_frames != 0 ? opts->wal_restart_frames : STORE_WAL_RESTART_FRAMES;
     s->on_commit = opts->on_commit;
     s->on_commit_arg = opts->on_commit_arg;
     s->ring_cap = opts->queue_capacity;
@@ -1986,6 +2043,14 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
      * batch; a large cache keeps them all (readers keep SQLite's default). */
     sqlite3_exec(s->wdb, "PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY", NULL, NULL,
                  NULL);
+    /* A log that grew past twice its restart size while a long reader held
+     * it is cut back to that when it restarts. */
+    if (s->wal_restart_frames > 0) {
+        char pragma[96];
+        snprintf(pragma, sizeof(pragma), "PRAGMA journal_size_limit=%lld",
+                 2LL * s->wal_restart_frames * 4096);
+        sqlite3_exec(s->wdb, pragma, NULL, NULL, NULL);
+    }
     /* The schema in one BEGIN IMMEDIATE transaction: its statements read the
      * schema before they may write, and in WAL a statement that upgrades a
      * read to a write while another process (a running server, for a

@@ -289,6 +289,9 @@ struct store_queue_stats {
 
 typedef struct store store;
 
+/* 64 MiB of 4 KiB pages: the write-ahead log's size in steady state. */
+#define STORE_WAL_RESTART_FRAMES 16384
+
 struct store_options {
     const char *data_dir; /* sqlite */
     const char *url;      /* postgres: a libpq connection string or URI */
@@ -296,6 +299,10 @@ struct store_options {
     int writers;          /* postgres: write connections (and threads) */
     int max_batch;
     int queue_capacity;
+    /* sqlite: the write-ahead log is restarted from its beginning once it
+     * holds this many frames (pages); 0: STORE_WAL_RESTART_FRAMES, < 0:
+     * never (tests). */
+    int wal_restart_frames;
     /* Called on the writer thread after each commit, with the number of
      * operations and the wait of the oldest one; may be NULL. */
     void (*on_commit)(void *arg, int ops, int64_t latency_us);

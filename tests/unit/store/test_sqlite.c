@@ -16,6 +16,8 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "core/ids.h"
@@ -1033,6 +1035,117 @@ static void test_late_charge_refunded(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
+
+/* The write-ahead log under writes that never pause and a reader that never
+ * stops: SQLite alone restarts the log only when a checkpoint has copied
+ * all of it with no reader left in it, which such a load never allows, so
+ * the log grows without end; the store restarts it itself once it holds
+ * wal_restart_frames frames. */
+#define LOG_WRITERS 4
+#define LOG_ORDERS_EACH 1500
+#define LOG_RESTART_FRAMES 256 /* 1 MiB */
+
+struct log_load {
+    struct fixture *f;
+    int index, wrong;
+    atomic_bool *stop;
+    atomic_int *finished;
+    struct order *read_me;
+};
+
+static void *log_writer(void *arg)
+{
+    struct log_load *l = arg;
+    for (int i = 0; i < LOG_ORDERS_EACH; i++) {
+        char no[48];
+        snprintf(no, sizeof(no), "log-%d-%d", l->index, i);
+        struct order o = new_order(&l->f->a, no, 100 + i, "CNY", "a description long enough");
+        if (create_order(l->f->s, &o, NULL) != STORE_OK)
+            l->wrong++;
+    }
+    atomic_fetch_add(l->finished, 1);
+    return NULL;
+}
+
+static void *log_reader(void *arg)
+{
+    struct log_load *l = arg;
+    while (!atomic_load(l->stop)) {
+        struct order got;
+        if (store_order_get(l->f->s, l->f->a.id, l->read_me->id, &got) != STORE_OK)
+            l->wrong++;
+    }
+    return NULL;
+}
+
+static int64_t wal_bytes(const char *dir)
+{
+    char path[TEST_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/payd.db-wal", dir);
+    struct stat st;
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+/* Runs the load on a store opened with restart_frames; returns the largest
+ * size the log reached, sampled every millisecond. */
+static int64_t run_log_load(struct fixture *f, int restart_frames)
+{
+    store_close(f->s);
+    struct store_options opts = {.data_dir = f->dir, .max_batch = 64, .queue_capacity = 1024,
+                                 .wal_restart_frames = restart_frames};
+    char err[256] = "";
+    f->s = store_open("sqlite", &opts, err, sizeof(err));
+    if (!f->s)
+        fail_msg("store_open: %s", err);
+    struct order first = order_of_a(f, 1);
+    atomic_bool stop = false;
+    atomic_int finished = 0;
+    struct log_load reader = {.f = f, .stop = &stop, .read_me = &first};
+    struct log_load writers[LOG_WRITERS];
+    pthread_t rt, wt[LOG_WRITERS];
+    assert_int_equal(pthread_create(&rt, NULL, log_reader, &reader), 0);
+    int orders_before = db_int(f->dir, "SELECT count(*) FROM orders", NULL);
+    for (int i = 0; i < LOG_WRITERS; i++) {
+        writers[i] = (struct log_load){.f = f, .index = i + 100 * restart_frames,
+                                       .finished = &finished};
+        assert_int_equal(pthread_create(&wt[i], NULL, log_writer, &writers[i]), 0);
+    }
+    int64_t largest = 0;
+    while (atomic_load(&finished) < LOG_WRITERS) {
+        int64_t now = wal_bytes(f->dir);
+        if (now > largest)
+            largest = now;
+        sleep_for_ms(1);
+    }
+    for (int i = 0; i < LOG_WRITERS; i++)
+        pthread_join(wt[i], NULL);
+    atomic_store(&stop, true);
+    pthread_join(rt, NULL);
+    assert_int_equal(reader.wrong, 0);
+    for (int i = 0; i < LOG_WRITERS; i++)
+        assert_int_equal(writers[i].wrong, 0);
+    assert_int_equal(db_int(f->dir, "SELECT count(*) FROM orders", NULL),
+                     orders_before + LOG_WRITERS * LOG_ORDERS_EACH);
+    return largest;
+}
+
+static void test_wal_restarts_under_load(void **state)
+{
+    struct fixture *f = *state;
+    const int64_t frame = 4096, limit = LOG_RESTART_FRAMES * frame;
+    /* Without the restart the load keeps the log from restarting: it grows
+     * well past the size the store will hold it to... */
+    int64_t unbounded = run_log_load(f, -1);
+    print_message("log without restarts: %lld bytes at most\n", (long long)unbounded);
+    assert_true(unbounded > 8 * limit);
+    /* ...and with it the log stays within that size and one batch (64
+     * orders), every order written. */
+    int64_t bounded = run_log_load(f, LOG_RESTART_FRAMES);
+    print_message("log restarted every %lld bytes: %lld bytes at most\n", (long long)limit,
+                  (long long)bounded);
+    assert_true(bounded <= 3 * limit);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1059,6 +1172,7 @@ int main(void)
         T(test_open_unknown_backend),
         T(test_queue_full_busy),
         T(test_concurrent_submitters),
+        T(test_wal_restarts_under_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
