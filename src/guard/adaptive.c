@@ -18,6 +18,7 @@ void adaptive_init(struct adaptive_limit *a, bool enabled, int64_t max_inflight,
     atomic_init(&a->win_sum_ns, 0);
     atomic_init(&a->win_count, 0);
     atomic_init(&a->win_peak_inflight, 0);
+    atomic_init(&a->win_rejected, 0);
     atomic_init(&a->floor_ns, 0);
     atomic_init(&a->last_mean_ns, 0);
     a->limit_f = (double)start;
@@ -59,6 +60,7 @@ bool adaptive_acquire(struct adaptive_limit *a, bool low_priority)
     if (n > limit) {
         atomic_fetch_sub_explicit(&a->inflight, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&a->rejected, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&a->win_rejected, 1, memory_order_relaxed);
         return false;
     }
     int64_t peak = atomic_load_explicit(&a->win_peak_inflight, memory_order_relaxed);
@@ -70,9 +72,9 @@ bool adaptive_acquire(struct adaptive_limit *a, bool low_priority)
     return true;
 }
 
-/* Moves the limit after a window with this mean latency and peak
- * concurrency; under mu. */
-static void update(struct adaptive_limit *a, int64_t mean_ns, int64_t peak)
+/* Moves the limit after a window with this mean latency, peak concurrency
+ * and number of requests refused; under mu. */
+static void update(struct adaptive_limit *a, int64_t mean_ns, int64_t peak, int64_t refused)
 {
     double limit = a->limit_f;
     int64_t floor_ns = atomic_load(&a->floor_ns);
@@ -88,12 +90,20 @@ static void update(struct adaptive_limit *a, int64_t mean_ns, int64_t peak)
         gradient = 1;
     if (gradient < 0.5)
         gradient = 0.5;
-    double target = limit * gradient + sqrt(limit);
-    /* Grow only while requests press against the limit: an idle service
-     * must not drift to a limit it never tested. */
-    if (target > limit && (double)peak < limit * 0.5)
-        target = limit;
-    limit = limit * (1 - ADAPTIVE_SMOOTHING) + target * ADAPTIVE_SMOOTHING;
+    if (gradient < 1) {
+        /* Queueing. Cut at once, in proportion: every request admitted
+         * meanwhile waits longer. But only when the limit is what let that
+         * much in (it refused some): latency that rises with few in flight
+         * (a slow disk, a machine busy with other work) is not shortened
+         * by refusing the little that comes. */
+        if (refused > 0)
+            limit *= gradient;
+    } else if ((double)peak >= limit * 0.5) {
+        /* No queueing: probe upward, by a smoothed square root. Only while
+         * requests press against the limit: an idle service must not drift
+         * to a limit it never tested. */
+        limit += ADAPTIVE_SMOOTHING * sqrt(limit);
+    }
     double max = (double)atomic_load(&a->max_inflight);
     if (limit > max)
         limit = max;
@@ -120,10 +130,11 @@ void adaptive_release(struct adaptive_limit *a, int64_t latency_ns, int64_t now_
         int64_t n = atomic_exchange(&a->win_count, 0);
         int64_t sum = atomic_exchange(&a->win_sum_ns, 0);
         int64_t peak = atomic_exchange(&a->win_peak_inflight, atomic_load(&a->inflight));
+        int64_t refused = atomic_exchange(&a->win_rejected, 0);
         atomic_store(&a->win_start_ns, now_ns);
         /* A sample that raced the exchanges lands in the next window. */
         if (n > 0 && atomic_load(&a->enabled))
-            update(a, sum / n, peak);
+            update(a, sum / n, peak, refused);
         else if (n > 0)
             atomic_store(&a->last_mean_ns, sum / n);
     }

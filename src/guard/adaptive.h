@@ -1,22 +1,29 @@
 /*
  * adaptive.h - an adaptive concurrency limit: how many write requests
  * (order and payment creations) may be in flight at once, adapted to their
- * measured latency, in the manner of Netflix's concurrency-limits
- * (Gradient2).
+ * measured latency, after Netflix's concurrency-limits (Gradient2).
  *
  * Requests report their latency when they end. Every window (at least
  * ADAPTIVE_WINDOW_NS and ADAPTIVE_WINDOW_SAMPLES samples) the limit moves:
  *
  *   gradient = clamp(tolerance * floor / mean, 0.5, 1)   (tolerance [2])
- *   limit    = limit * (1 - s) + s * (limit * gradient + sqrt(limit))
+ *   gradient < 1 (queueing), and the window refused requests:
+ *       limit = limit * gradient                  (at once, at most halving)
+ *   gradient = 1, and the peak in flight reached half the limit:
+ *       limit = limit + s * sqrt(limit)           (s a smoothing factor)
+ *   otherwise the limit stays.
  *
- * where mean is the window's mean latency, floor the lowest window mean seen
- * with little in flight (latency without queueing), and s a smoothing
- * factor. While latency stays within tolerance times the floor the limit
- * grows by about sqrt(limit) per window (but only while requests actually
- * press against it); when queueing appears it shrinks, at most halving per
- * window. A request over the limit is refused at once (503 with
- * Retry-After) rather than queued until its client gives up.
+ * where mean is the window's mean latency and floor the lowest window mean
+ * seen with little in flight (latency without queueing). Unlike Gradient2
+ * the cut is not smoothed and leaves no queue allowance: measured on two
+ * cores (bench/RESULTS.md), a smoothed cut took 2 s to bring a limit
+ * learned at a quarter of capacity down when a 3x overload began, and the
+ * accepted requests of those 2 s alone put the p99 over twice the unloaded
+ * one; the allowance held latency above the tolerance for good. A window
+ * of queueing that refused nothing leaves the limit alone: the limit did not
+ * cause that latency, and cutting it would only refuse work.
+ * A request over the limit is refused at once (503 with Retry-After) rather
+ * than queued until its client gives up.
  *
  * With adaptation off the limit is fixed at max_inflight.
  */
@@ -28,7 +35,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define ADAPTIVE_WINDOW_NS 100000000LL /* 100 ms */
+#define ADAPTIVE_WINDOW_NS 50000000LL /* 50 ms */
 #define ADAPTIVE_WINDOW_SAMPLES 20
 #define ADAPTIVE_MIN_LIMIT 4
 #define ADAPTIVE_TOLERANCE 2.0
@@ -42,7 +49,7 @@ struct adaptive_limit {
     _Atomic int64_t inflight;
     atomic_uint_fast64_t admitted, rejected;
     /* the current window, added to lock-free */
-    _Atomic int64_t win_start_ns, win_sum_ns, win_count, win_peak_inflight;
+    _Atomic int64_t win_start_ns, win_sum_ns, win_count, win_peak_inflight, win_rejected;
     /* the estimator, under mu (taken by one thread per window, try-lock) */
     pthread_mutex_t mu;
     double limit_f;

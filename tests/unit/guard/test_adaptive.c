@@ -4,10 +4,11 @@
  * ADAPTIVE_LOW_SHARE of it; with adaptation off the limit is max_inflight
  * and stays there; with it on, windows of low latency while requests press
  * against the limit make it grow (never above max_inflight), latency over
- * the tolerance times the floor makes it shrink (at most halving per window
- * before smoothing, never below ADAPTIVE_MIN_LIMIT), an idle service (peak
- * in flight under half the limit) does not grow it, and adaptive_configure
- * and adaptive_set_tolerance change it at run time.
+ * the tolerance times the floor in a window that refused requests cuts it
+ * at once in proportion (at most halving, never below ADAPTIVE_MIN_LIMIT),
+ * the same latency with nothing refused leaves it, an idle service (peak in
+ * flight under half the limit) does not grow it, and adaptive_configure and
+ * adaptive_set_tolerance change it at run time.
  *
  * Time is a fake clock. A window is driven by acquiring requests (so that
  * the peak in flight is what the test wants) and releasing them with a
@@ -230,8 +231,7 @@ static void test_set_tolerance(void **state)
     adaptive_set_tolerance(&a, 1.5);
     double prev_f = a.limit_f;
     run_window(&a, &now, PRESS, 2 * NS_PER_MS);
-    double want = prev_f * (1 - ADAPTIVE_SMOOTHING) +
-                  ADAPTIVE_SMOOTHING * (prev_f * 0.75 + sqrt(prev_f));
+    double want = prev_f * 0.75;
     assert_true(fabs(a.limit_f - want) < 1e-9);
     assert_true(a.limit_f < prev_f);
     /* and 1.5 ms is not */
@@ -271,14 +271,13 @@ static void test_shrinks_on_queueing(void **state)
         int64_t prev = limit_of(&a);
         /* far beyond the tolerance: the gradient is clamped at 0.5 */
         run_window(&a, &now, PRESS, 1000 * NS_PER_MS);
-        double want = prev_f * (1 - ADAPTIVE_SMOOTHING) +
-                      ADAPTIVE_SMOOTHING * (prev_f * 0.5 + sqrt(prev_f));
+        double want = prev_f * 0.5;
         if (want < ADAPTIVE_MIN_LIMIT)
             want = ADAPTIVE_MIN_LIMIT;
         assert_true(fabs(a.limit_f - want) < 1e-9);
         assert_int_equal(limit_of(&a), (int64_t)want);
-        /* at most halving before smoothing: never below 0.9 of before */
-        assert_true(a.limit_f >= prev_f * (1 - ADAPTIVE_SMOOTHING / 2) - 1e-9);
+        /* at most halving */
+        assert_true(a.limit_f >= prev_f * 0.5 - 1e-9);
         assert_true(limit_of(&a) <= prev);
         assert_true(limit_of(&a) >= ADAPTIVE_MIN_LIMIT);
         if (prev > ADAPTIVE_MIN_LIMIT + 1)
@@ -300,9 +299,8 @@ static void test_shrinks_on_queueing(void **state)
 }
 
 /* A ceiling under ADAPTIVE_MIN_LIMIT is obeyed; once it is raised, even a
- * window of queueing lifts the limit to ADAPTIVE_MIN_LIMIT. (Shrinking alone
- * never goes under it: with the gradient at least 0.5 the formula's lowest
- * point is 4.) */
+ * window of queueing lifts the limit to ADAPTIVE_MIN_LIMIT (a cut never
+ * goes under it). */
 static void test_min_limit_after_low_ceiling(void **state)
 {
     (void)state;
@@ -324,8 +322,8 @@ static void test_min_limit_after_low_ceiling(void **state)
     adaptive_destroy(&a);
 }
 
-/* Moderate queueing (3x the floor, gradient 2/3) shrinks it too, by the
- * formula; a single window of it from 65. */
+/* Moderate queueing (3x the floor, gradient 2/3) cuts it in proportion; a
+ * single window of it from 65. */
 static void test_shrink_gradient(void **state)
 {
     (void)state;
@@ -336,10 +334,34 @@ static void test_shrink_gradient(void **state)
     double prev_f = a.limit_f;
     run_window(&a, &now, PRESS, 3 * NS_PER_MS);
     double g = ADAPTIVE_TOLERANCE / 3;
-    double want =
-        prev_f * (1 - ADAPTIVE_SMOOTHING) + ADAPTIVE_SMOOTHING * (prev_f * g + sqrt(prev_f));
+    double want = prev_f * g;
     assert_true(fabs(a.limit_f - want) < 1e-9);
     assert_true(limit_of(&a) < (int64_t)prev_f);
+    adaptive_destroy(&a);
+}
+
+/* Latency over the tolerance in windows that refused nothing (fewer in
+ * flight than the limit) leaves the limit: it did not cause the latency;
+ * the first window that refuses cuts it. */
+static void test_queueing_without_refusals_keeps(void **state)
+{
+    (void)state;
+    struct adaptive_limit a;
+    int64_t now = T0;
+    adaptive_init(&a, true, 1000, now);
+    run_window(&a, &now, 40, NS_PER_MS); /* the floor: 1 ms; 40 of 64 grows it */
+    double before = a.limit_f;
+    assert_true(before > 64);
+    for (int w = 0; w < 10; w++) {
+        assert_int_equal(run_window(&a, &now, 40, 10 * NS_PER_MS), 40);
+        assert_true(a.limit_f == before);
+        assert_int_equal(atomic_load(&a.win_rejected), 0);
+    }
+    uint64_t rejected = atomic_load(&a.rejected);
+    run_window(&a, &now, PRESS, 10 * NS_PER_MS);
+    assert_true(atomic_load(&a.rejected) > rejected);
+    assert_true(fabs(a.limit_f - before * 0.5) < 1e-9);
+    assert_int_equal(atomic_load(&a.win_rejected), 0); /* counted per window */
     adaptive_destroy(&a);
 }
 
@@ -387,8 +409,7 @@ static void test_configure_at_run_time(void **state)
     run_window(&a, &now, PRESS, NS_PER_MS); /* floor; already at the ceiling */
     assert_int_equal(limit_of(&a), 100);
     run_window(&a, &now, PRESS, 1000 * NS_PER_MS);
-    int64_t shrunk = limit_of(&a);
-    assert_true(shrunk < 100 && shrunk > 50);
+    assert_int_equal(limit_of(&a), 50); /* halved */
 
     /* a lower ceiling cuts the limit at once */
     adaptive_configure(&a, true, 50);
@@ -470,6 +491,7 @@ int main(void)
         cmocka_unit_test(test_shrinks_on_queueing),
         cmocka_unit_test(test_shrink_gradient),
         cmocka_unit_test(test_min_limit_after_low_ceiling),
+        cmocka_unit_test(test_queueing_without_refusals_keeps),
         cmocka_unit_test(test_idle_does_not_grow),
         cmocka_unit_test(test_configure_at_run_time),
         cmocka_unit_test(test_threads_respect_limit),
