@@ -90,19 +90,24 @@ static void update(struct adaptive_limit *a, int64_t mean_ns, int64_t peak, int6
         gradient = 1;
     if (gradient < 0.5)
         gradient = 0.5;
-    if (gradient < 1) {
-        /* Queueing. Cut at once, in proportion: every request admitted
-         * meanwhile waits longer. But only when the limit is what let that
-         * much in (it refused some): latency that rises with few in flight
-         * (a slow disk, a machine busy with other work) is not shortened
-         * by refusing the little that comes. */
-        if (refused > 0)
+    if (gradient < 1 && refused > 0) {
+        /* Queueing, and the limit is what let that much in (it refused
+         * some). The first such window may be a stall (an fsync that took
+         * long while requests kept coming): it is only counted. The second
+         * in a row is overload: cut at once, in proportion, since every
+         * request admitted meanwhile waits longer. */
+        if (++a->queueing_windows >= ADAPTIVE_CUT_AFTER)
             limit *= gradient;
-    } else if ((double)peak >= limit * 0.5) {
-        /* No queueing: probe upward, by a smoothed square root. Only while
-         * requests press against the limit: an idle service must not drift
-         * to a limit it never tested. */
-        limit += ADAPTIVE_SMOOTHING * sqrt(limit);
+    } else {
+        a->queueing_windows = 0;
+        /* No queueing (or none the limit caused: latency that rises with
+         * few in flight, from a slow disk or a machine busy with other
+         * work, is not shortened by refusing the little that comes). Probe
+         * upward by a smoothed square root, but only while requests press
+         * against the limit (half of it in flight, or some refused): an
+         * idle service must not drift to a limit it never tested. */
+        if (gradient >= 1 && ((double)peak >= limit * 0.5 || refused > 0))
+            limit += ADAPTIVE_SMOOTHING * sqrt(limit);
     }
     double max = (double)atomic_load(&a->max_inflight);
     if (limit > max)

@@ -7,9 +7,11 @@
  * ADAPTIVE_WINDOW_NS and ADAPTIVE_WINDOW_SAMPLES samples) the limit moves:
  *
  *   gradient = clamp(tolerance * floor / mean, 0.5, 1)   (tolerance [2])
- *   gradient < 1 (queueing), and the window refused requests:
+ *   gradient < 1 (queueing) and requests refused, in ADAPTIVE_CUT_AFTER
+ *   windows in a row:
  *       limit = limit * gradient                  (at once, at most halving)
- *   gradient = 1, and the peak in flight reached half the limit:
+ *   gradient = 1, and the peak in flight reached half the limit or the
+ *   window refused requests:
  *       limit = limit + s * sqrt(limit)           (s a smoothing factor)
  *   otherwise the limit stays.
  *
@@ -21,7 +23,11 @@
  * accepted requests of those 2 s alone put the p99 over twice the unloaded
  * one; the allowance held latency above the tolerance for good. A window
  * of queueing that refused nothing leaves the limit alone: the limit did not
- * cause that latency, and cutting it would only refuse work.
+ * cause that latency, and cutting it would only refuse work. One window of
+ * queueing alone does not cut either: at a quarter of capacity a single
+ * slow fsync fills the limit while requests keep arriving, and cutting on
+ * each such stall ratcheted the limit down until 1.5 % of the orders were
+ * refused at that load (bench/RESULTS.md, 2026-11-30).
  * A request over the limit is refused at once (503 with Retry-After) rather
  * than queued until its client gives up.
  *
@@ -41,6 +47,7 @@
 #define ADAPTIVE_TOLERANCE 2.0
 #define ADAPTIVE_SMOOTHING 0.2
 #define ADAPTIVE_LOW_SHARE 0.75
+#define ADAPTIVE_CUT_AFTER 2 /* windows of queueing in a row that refused some */
 
 struct adaptive_limit {
     atomic_bool enabled;
@@ -54,6 +61,7 @@ struct adaptive_limit {
     pthread_mutex_t mu;
     double limit_f;
     double tolerance; /* ADAPTIVE_TOLERANCE unless set */
+    int queueing_windows; /* in a row, that refused requests */
     _Atomic int64_t floor_ns; /* 0 until measured */
     _Atomic int64_t last_mean_ns;
 };

@@ -2,9 +2,10 @@
  * poller.h - threads that work through rows of the store as they fall due:
  * the refund workers and the webhook senders.
  *
- * Each thread waits until it is woken, or the next row is due, or poll_ms
- * have passed (rows another instance wrote wake no one here), then calls
- * run() until run() finds nothing more to do.
+ * Each thread waits until it is woken (a wake wakes one thread), or the next
+ * row is due, or poll_ms have passed (rows another instance wrote wake no
+ * one here), then, while next_due_ms() says a row is due, calls run() until
+ * run() finds nothing more to do.
  */
 #ifndef PAYD_WORKER_POLLER_H
 #define PAYD_WORKER_POLLER_H

@@ -4,9 +4,10 @@
  * ADAPTIVE_LOW_SHARE of it; with adaptation off the limit is max_inflight
  * and stays there; with it on, windows of low latency while requests press
  * against the limit make it grow (never above max_inflight), latency over
- * the tolerance times the floor in a window that refused requests cuts it
- * at once in proportion (at most halving, never below ADAPTIVE_MIN_LIMIT),
- * the same latency with nothing refused leaves it, an idle service (peak in
+ * the tolerance times the floor in two windows in a row that refused
+ * requests cuts it at once in proportion (at most halving, never below
+ * ADAPTIVE_MIN_LIMIT), one such window alone or the same latency with
+ * nothing refused leaves it, an idle service (peak in
  * flight under half the limit) does not grow it, and adaptive_configure and
  * adaptive_set_tolerance change it at run time.
  *
@@ -227,9 +228,11 @@ static void test_set_tolerance(void **state)
     int64_t prev = limit_of(&a);
     run_window(&a, &now, PRESS, 2 * NS_PER_MS);
     assert_true(limit_of(&a) > prev);
-    /* at 1.5, 2 ms is queueing: gradient 0.75 */
+    /* at 1.5, 2 ms is queueing: gradient 0.75, the second window in a row */
     adaptive_set_tolerance(&a, 1.5);
     double prev_f = a.limit_f;
+    run_window(&a, &now, PRESS, 2 * NS_PER_MS);
+    assert_true(a.limit_f == prev_f);
     run_window(&a, &now, PRESS, 2 * NS_PER_MS);
     double want = prev_f * 0.75;
     assert_true(fabs(a.limit_f - want) < 1e-9);
@@ -269,9 +272,10 @@ static void test_shrinks_on_queueing(void **state)
     for (int w = 0; w < 300; w++) {
         double prev_f = a.limit_f;
         int64_t prev = limit_of(&a);
-        /* far beyond the tolerance: the gradient is clamped at 0.5 */
+        /* far beyond the tolerance: the gradient is clamped at 0.5; the
+         * first window of queueing is only counted */
         run_window(&a, &now, PRESS, 1000 * NS_PER_MS);
-        double want = prev_f * 0.5;
+        double want = w == 0 ? prev_f : prev_f * 0.5;
         if (want < ADAPTIVE_MIN_LIMIT)
             want = ADAPTIVE_MIN_LIMIT;
         assert_true(fabs(a.limit_f - want) < 1e-9);
@@ -280,7 +284,7 @@ static void test_shrinks_on_queueing(void **state)
         assert_true(a.limit_f >= prev_f * 0.5 - 1e-9);
         assert_true(limit_of(&a) <= prev);
         assert_true(limit_of(&a) >= ADAPTIVE_MIN_LIMIT);
-        if (prev > ADAPTIVE_MIN_LIMIT + 1)
+        if (w > 0 && prev > ADAPTIVE_MIN_LIMIT + 1)
             assert_true(a.limit_f < prev_f);
         if (reached_min_at < 0 && limit_of(&a) == ADAPTIVE_MIN_LIMIT)
             reached_min_at = w;
@@ -322,8 +326,8 @@ static void test_min_limit_after_low_ceiling(void **state)
     adaptive_destroy(&a);
 }
 
-/* Moderate queueing (3x the floor, gradient 2/3) cuts it in proportion; a
- * single window of it from 65. */
+/* Moderate queueing (3x the floor, gradient 2/3) cuts it in proportion, at
+ * its second window in a row, from 65. */
 static void test_shrink_gradient(void **state)
 {
     (void)state;
@@ -333,6 +337,8 @@ static void test_shrink_gradient(void **state)
     run_window(&a, &now, PRESS, NS_PER_MS);
     double prev_f = a.limit_f;
     run_window(&a, &now, PRESS, 3 * NS_PER_MS);
+    assert_true(a.limit_f == prev_f);
+    run_window(&a, &now, PRESS, 3 * NS_PER_MS);
     double g = ADAPTIVE_TOLERANCE / 3;
     double want = prev_f * g;
     assert_true(fabs(a.limit_f - want) < 1e-9);
@@ -341,8 +347,9 @@ static void test_shrink_gradient(void **state)
 }
 
 /* Latency over the tolerance in windows that refused nothing (fewer in
- * flight than the limit) leaves the limit: it did not cause the latency;
- * the first window that refuses cuts it. */
+ * flight than the limit) leaves the limit: it did not cause the latency.
+ * One window that refuses with that latency (a stall) only counts, and a
+ * window without queueing between two such forgets it; two in a row cut. */
 static void test_queueing_without_refusals_keeps(void **state)
 {
     (void)state;
@@ -360,6 +367,12 @@ static void test_queueing_without_refusals_keeps(void **state)
     uint64_t rejected = atomic_load(&a.rejected);
     run_window(&a, &now, PRESS, 10 * NS_PER_MS);
     assert_true(atomic_load(&a.rejected) > rejected);
+    assert_true(a.limit_f == before);
+    assert_int_equal(run_window(&a, &now, 10, NS_PER_MS), 10); /* fine, idle */
+    assert_true(a.limit_f == before);
+    run_window(&a, &now, PRESS, 10 * NS_PER_MS); /* a stall again: counted */
+    assert_true(a.limit_f == before);
+    run_window(&a, &now, PRESS, 10 * NS_PER_MS); /* and again: overload */
     assert_true(fabs(a.limit_f - before * 0.5) < 1e-9);
     assert_int_equal(atomic_load(&a.win_rejected), 0); /* counted per window */
     adaptive_destroy(&a);
@@ -408,6 +421,8 @@ static void test_configure_at_run_time(void **state)
     assert_int_equal(limit_of(&a), 100);
     run_window(&a, &now, PRESS, NS_PER_MS); /* floor; already at the ceiling */
     assert_int_equal(limit_of(&a), 100);
+    run_window(&a, &now, PRESS, 1000 * NS_PER_MS);
+    assert_int_equal(limit_of(&a), 100); /* one window: counted */
     run_window(&a, &now, PRESS, 1000 * NS_PER_MS);
     assert_int_equal(limit_of(&a), 50); /* halved */
 
