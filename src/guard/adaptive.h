@@ -9,25 +9,27 @@
  *   gradient = clamp(tolerance * floor / mean, 0.5, 1)   (tolerance [2])
  *   gradient < 1 (queueing) and requests refused, in ADAPTIVE_CUT_AFTER
  *   windows in a row:
- *       limit = limit * gradient                  (at once, at most halving)
+ *       limit = limit * gradient + sqrt(limit)    (at once)
  *   gradient = 1, and the peak in flight reached half the limit or the
  *   window refused requests:
  *       limit = limit + s * sqrt(limit)           (s a smoothing factor)
  *   otherwise the limit stays.
  *
  * where mean is the window's mean latency and floor the lowest window mean
- * seen with little in flight (latency without queueing). Unlike Gradient2
- * the cut is not smoothed and leaves no queue allowance: measured on two
- * cores (bench/RESULTS.md), a smoothed cut took 2 s to bring a limit
- * learned at a quarter of capacity down when a 3x overload began, and the
- * accepted requests of those 2 s alone put the p99 over twice the unloaded
- * one; the allowance held latency above the tolerance for good. A window
- * of queueing that refused nothing leaves the limit alone: the limit did not
- * cause that latency, and cutting it would only refuse work. One window of
- * queueing alone does not cut either: at a quarter of capacity a single
- * slow fsync fills the limit while requests keep arriving, and cutting on
- * each such stall ratcheted the limit down until 1.5 % of the orders were
- * refused at that load (bench/RESULTS.md, 2026-11-30).
+ * seen with little in flight (latency without queueing); sqrt(limit) is
+ * Gradient2's queue allowance, which keeps the limit from collapsing to
+ * its minimum when latency rises for reasons the limit cannot remove (on a
+ * machine that also has to refuse the overload). Unlike Gradient2 the cut
+ * is not smoothed: measured on two cores (bench/RESULTS.md, 2026-11-30), a
+ * smoothed cut took 2 s to bring a limit learned at a quarter of capacity
+ * down when a 3x overload began, and the accepted requests of those 2 s
+ * alone put the p99 far over the unloaded one. A window of queueing that
+ * refused nothing leaves the limit alone: the limit did not cause that
+ * latency, and cutting it would only refuse work. One window of queueing
+ * alone does not cut either: at a quarter of capacity a single slow fsync
+ * fills the limit while requests keep arriving, and cutting on each such
+ * stall ratcheted the limit down until 1.5 % of the orders were refused at
+ * that load.
  * A request over the limit is refused at once (503 with Retry-After) rather
  * than queued until its client gives up.
  *

@@ -5,8 +5,8 @@
  * and stays there; with it on, windows of low latency while requests press
  * against the limit make it grow (never above max_inflight), latency over
  * the tolerance times the floor in two windows in a row that refused
- * requests cuts it at once in proportion (at most halving, never below
- * ADAPTIVE_MIN_LIMIT), one such window alone or the same latency with
+ * requests cuts it at once in proportion, less a square-root queue
+ * allowance (never below ADAPTIVE_MIN_LIMIT), one such window alone or the same latency with
  * nothing refused leaves it, an idle service (peak in
  * flight under half the limit) does not grow it, and adaptive_configure and
  * adaptive_set_tolerance change it at run time.
@@ -234,7 +234,7 @@ static void test_set_tolerance(void **state)
     run_window(&a, &now, PRESS, 2 * NS_PER_MS);
     assert_true(a.limit_f == prev_f);
     run_window(&a, &now, PRESS, 2 * NS_PER_MS);
-    double want = prev_f * 0.75;
+    double want = prev_f * 0.75 + sqrt(prev_f);
     assert_true(fabs(a.limit_f - want) < 1e-9);
     assert_true(a.limit_f < prev_f);
     /* and 1.5 ms is not */
@@ -275,7 +275,7 @@ static void test_shrinks_on_queueing(void **state)
         /* far beyond the tolerance: the gradient is clamped at 0.5; the
          * first window of queueing is only counted */
         run_window(&a, &now, PRESS, 1000 * NS_PER_MS);
-        double want = w == 0 ? prev_f : prev_f * 0.5;
+        double want = w == 0 ? prev_f : prev_f * 0.5 + sqrt(prev_f);
         if (want < ADAPTIVE_MIN_LIMIT)
             want = ADAPTIVE_MIN_LIMIT;
         assert_true(fabs(a.limit_f - want) < 1e-9);
@@ -340,7 +340,7 @@ static void test_shrink_gradient(void **state)
     assert_true(a.limit_f == prev_f);
     run_window(&a, &now, PRESS, 3 * NS_PER_MS);
     double g = ADAPTIVE_TOLERANCE / 3;
-    double want = prev_f * g;
+    double want = prev_f * g + sqrt(prev_f);
     assert_true(fabs(a.limit_f - want) < 1e-9);
     assert_true(limit_of(&a) < (int64_t)prev_f);
     adaptive_destroy(&a);
@@ -373,7 +373,7 @@ static void test_queueing_without_refusals_keeps(void **state)
     run_window(&a, &now, PRESS, 10 * NS_PER_MS); /* a stall again: counted */
     assert_true(a.limit_f == before);
     run_window(&a, &now, PRESS, 10 * NS_PER_MS); /* and again: overload */
-    assert_true(fabs(a.limit_f - before * 0.5) < 1e-9);
+    assert_true(fabs(a.limit_f - (before * 0.5 + sqrt(before))) < 1e-9);
     assert_int_equal(atomic_load(&a.win_rejected), 0); /* counted per window */
     adaptive_destroy(&a);
 }
@@ -424,7 +424,7 @@ static void test_configure_at_run_time(void **state)
     run_window(&a, &now, PRESS, 1000 * NS_PER_MS);
     assert_int_equal(limit_of(&a), 100); /* one window: counted */
     run_window(&a, &now, PRESS, 1000 * NS_PER_MS);
-    assert_int_equal(limit_of(&a), 50); /* halved */
+    assert_int_equal(limit_of(&a), 60); /* 100 * 0.5 + sqrt(100) */
 
     /* a lower ceiling cuts the limit at once */
     adaptive_configure(&a, true, 50);
