@@ -23,6 +23,7 @@ void adaptive_init(struct adaptive_limit *a, bool enabled, int64_t max_inflight,
     atomic_init(&a->last_mean_ns, 0);
     a->limit_f = (double)start;
     a->tolerance = ADAPTIVE_TOLERANCE;
+    a->queueing_windows = 0;
     pthread_mutex_init(&a->mu, NULL);
 }
 
@@ -45,6 +46,7 @@ void adaptive_configure(struct adaptive_limit *a, bool enabled, int64_t max_infl
     atomic_store(&a->max_inflight, max_inflight);
     if (!enabled || a->limit_f > (double)max_inflight)
         a->limit_f = (double)max_inflight;
+    a->queueing_windows = 0;
     atomic_store(&a->limit, (int64_t)a->limit_f);
     pthread_mutex_unlock(&a->mu);
 }
@@ -98,7 +100,7 @@ static void update(struct adaptive_limit *a, int64_t mean_ns, int64_t peak, int6
          * allowance, see adaptive.h), since every request admitted
          * meanwhile waits longer. */
         if (++a->queueing_windows >= ADAPTIVE_CUT_AFTER)
-            limit = limit * gradient + sqrt(limit);
+            limit = fmin(limit, limit * gradient + sqrt(limit));
     } else {
         a->queueing_windows = 0;
         /* No queueing (or none the limit caused: latency that rises with

@@ -9,7 +9,7 @@
  *   gradient = clamp(tolerance * floor / mean, 0.5, 1)   (tolerance [2])
  *   gradient < 1 (queueing) and requests refused, in ADAPTIVE_CUT_AFTER
  *   windows in a row:
- *       limit = limit * gradient + sqrt(limit)    (at once)
+ *       limit = min(limit, limit * gradient + sqrt(limit))   (at once)
  *   gradient = 1, and the peak in flight reached half the limit or the
  *   window refused requests:
  *       limit = limit + s * sqrt(limit)           (s a smoothing factor)

@@ -476,6 +476,34 @@ static natsStatus subscribe(struct nats_queue *q, jsErrCode *jerr)
     return js_PullSubscribe(&q->sub, q->js, SUBJECT, CONSUMER, NULL, &so, jerr);
 }
 
+/* How long start-up keeps trying to set up the streams and the consumer: a
+ * JetStream cluster that has just started (or a machine busy enough) can
+ * take longer than one request's timeout to elect the leaders of a new
+ * stream or consumer; CI saw "NATS consumer payd-workers: Timeout" once
+ * while three servers and four instances started together. */
+#define SETUP_TRY_MS 30000
+#define SETUP_PAUSE_MS 500
+
+/* Runs setup (ensure_streams or subscribe) until it succeeds or
+ * SETUP_TRY_MS have passed, logging each failure it tries again after. */
+static natsStatus setup_with_retries(struct nats_queue *q, const char *what,
+                                     natsStatus (*setup)(struct nats_queue *, jsErrCode *),
+                                     jsErrCode *jerr)
+{
+    int64_t deadline = clock_mono_ms() + SETUP_TRY_MS;
+    for (;;) {
+        *jerr = 0;
+        natsStatus st = setup(q, jerr);
+        if (st == NATS_OK || clock_mono_ms() + SETUP_PAUSE_MS >= deadline)
+            return st;
+        char code[16];
+        snprintf(code, sizeof(code), "%d", (int)*jerr);
+        log_warn("nats_setup_retry", "what", what, "error", natsStatus_GetText(st), "js_code",
+                 code, NULL);
+        sleep_ms(SETUP_PAUSE_MS);
+    }
+}
+
 /* Splits "a,b,c" into up to max server URLs (pointers into buf). */
 static int split_urls(char *buf, const char **out, int max)
 {
@@ -525,14 +553,14 @@ queue *queue_nats_new(store *s, const struct queue_nats_options *opts, char *err
     jsErrCode jerr = 0;
     st = natsConnection_JetStream(&q->js, q->nc, NULL);
     if (st == NATS_OK)
-        st = ensure_streams(q, &jerr);
+        st = setup_with_retries(q, "streams", ensure_streams, &jerr);
     if (st != NATS_OK) {
         snprintf(err, err_size, "queue: NATS JetStream streams: %s (code %d)",
                  natsStatus_GetText(st), (int)jerr);
         goto out_fail;
     }
     if (opts->consume) {
-        st = subscribe(q, &jerr);
+        st = setup_with_retries(q, "consumer", subscribe, &jerr);
         if (st != NATS_OK) {
             snprintf(err, err_size, "queue: NATS consumer %s: %s (code %d)", CONSUMER,
                      natsStatus_GetText(st), (int)jerr);

@@ -388,8 +388,15 @@ static const char *const rsql[R_COUNT] = {
  * next commit writes the log from its start again (overwrites, not
  * appends). Measured at that load: 2.6-9.5 ms a restart, one every 1.3 s
  * with the default size. A restart a long reader kept from finishing is
- * tried again WAL_RESTART_RETRY_MS later, never after every batch. */
+ * tried again WAL_RESTART_RETRY_MS later, never after every batch.
+ *
+ * The restart copies on the commit path, so it waits until the checkpointer
+ * has copied all but WAL_RESTART_BACKLOG checkpoints' worth of the log
+ * (after a long reader the backlog could be the whole log). And the
+ * checkpointer, whose passes under load can follow one another without a
+ * gap, starts no new pass while the writer wants to restart. */
 #define WAL_RESTART_WAIT_MS 20
+#define WAL_RESTART_BACKLOG 2
 #define WAL_RESTART_RETRY_MS 1000
 #define STORE_BUSY_TIMEOUT_MS 10000
 
@@ -430,9 +437,12 @@ struct sqlite_store {
     pthread_cond_t wal_grew;
     bool checkpoint_due;
     bool checkpoint_running; /* the checkpointer is copying */
+    bool restart_wanted;     /* the writer waits for that pass to end */
     bool restarting;         /* the writer is restarting the log */
     int wal_frames;          /* the log's size at the last commit */
     int wal_frames_checkpointed; /* the log's size at the last checkpoint */
+    int wal_backfilled;          /* frames the last pass left copied */
+    int checkpoint_frames;       /* a pass after this many new frames */
     int wal_restart_frames;      /* < 0: never */
     int64_t wal_restart_not_before_ms;
     /* readers */
@@ -1446,15 +1456,31 @@ out_report:
 }
 
 /* Between batches, on the writer: restarts the log once it is due (see
- * WAL_RESTART_WAIT_MS), unless the checkpointer is copying right now (the
- * restart would find its lock taken; the next batch tries again). */
+ * WAL_RESTART_WAIT_MS). While the checkpointer is copying, the restart
+ * would find its lock taken: it asks the checkpointer to start no new pass
+ * and the next batch tries again. */
 static void restart_log_if_due(struct sqlite_store *s)
 {
     pthread_mutex_lock(&s->mu);
     bool due = s->wal_restart_frames > 0 && s->wal_frames >= s->wal_restart_frames &&
-               !s->checkpoint_running && clock_mono_ms() >= s->wal_restart_not_before_ms;
-    if (due)
+               clock_mono_ms() >= s->wal_restart_not_before_ms;
+    if (due && s->wal_frames - s->wal_backfilled > WAL_RESTART_BACKLOG * s->checkpoint_frames) {
+        /* Most of the log is still to copy: the checkpointer does that, off
+         * the commit path, first. */
+        due = false;
+        s->restart_wanted = false;
+        if (!s->checkpoint_due) {
+            s->checkpoint_due = true;
+            pthread_cond_signal(&s->wal_grew);
+        }
+    } else if (due && s->checkpoint_running) {
+        due = false;
+        s->restart_wanted = true;
+    }
+    if (due) {
         s->restarting = true;
+        s->restart_wanted = false;
+    }
     pthread_mutex_unlock(&s->mu);
     if (!due)
         return;
@@ -1468,7 +1494,7 @@ static void restart_log_if_due(struct sqlite_store *s)
     pthread_mutex_lock(&s->mu);
     s->restarting = false;
     if (rc == SQLITE_OK)
-        s->wal_frames = 0; /* the next commit writes from the log's start */
+        s->wal_frames = s->wal_backfilled = 0; /* the next commit writes from the start */
     else
         s->wal_restart_not_before_ms = clock_mono_ms() + WAL_RESTART_RETRY_MS;
     pthread_cond_signal(&s->wal_grew); /* a checkpoint held back may run */
@@ -1508,13 +1534,15 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
     (void)db;
     (void)name;
     struct sqlite_store *s = arg;
-    /* Ask for a checkpoint once CHECKPOINT_FRAMES frames were added since
+    /* Ask for a checkpoint once checkpoint_frames frames were added since
      * the last one (the log restarts from 0 once it was all copied). */
     pthread_mutex_lock(&s->mu);
     s->wal_frames = frames;
     if (frames < s->wal_frames_checkpointed)
         s->wal_frames_checkpointed = 0;
-    if (frames - s->wal_frames_checkpointed >= CHECKPOINT_FRAMES && !s->checkpoint_due) {
+    if (frames < s->wal_backfilled)
+        s->wal_backfilled = 0;
+    if (frames - s->wal_frames_checkpointed >= s->checkpoint_frames && !s->checkpoint_due) {
         s->checkpoint_due = true;
         s->wal_frames_checkpointed = frames;
         pthread_cond_signal(&s->wal_grew);
@@ -1529,7 +1557,7 @@ static void *checkpointer_main(void *arg)
     pthread_setname_np(pthread_self(), "payd-checkpoint");
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while ((!s->checkpoint_due || s->restarting) && !s->stopping)
+        while ((!s->checkpoint_due || s->restarting || s->restart_wanted) && !s->stopping)
             pthread_cond_wait(&s->wal_grew, &s->mu);
         if (s->stopping)
             break;
@@ -1543,6 +1571,8 @@ static void *checkpointer_main(void *arg)
             log_db_error(s->cdb, "checkpoint");
         pthread_mutex_lock(&s->mu);
         s->checkpoint_running = false;
+        if (rc == SQLITE_OK || rc == SQLITE_BUSY)
+            s->wal_backfilled = done_frames;
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -2020,6 +2050,8 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
     s->max_batch = opts->max_batch;
     s->wal_restart_frames =
         opts->wal_restart_frames != 0 ? opts->wal_restart_frames : STORE_WAL_RESTART_FRAMES;
+    s->checkpoint_frames =
+        opts->wal_checkpoint_frames > 0 ? opts->wal_checkpoint_frames : CHECKPOINT_FRAMES;
     s->on_commit = opts->on_commit;
     s->on_commit_arg = opts->on_commit_arg;
     s->ring_cap = opts->queue_capacity;

@@ -303,6 +303,9 @@ struct store_options {
      * holds this many frames (pages); 0: STORE_WAL_RESTART_FRAMES, < 0:
      * never (tests). */
     int wal_restart_frames;
+    /* sqlite: the checkpointer copies the log after this many new frames;
+     * 0: 1000. */
+    int wal_checkpoint_frames;
     /* Called on the writer thread after each commit, with the number of
      * operations and the wait of the oldest one; may be NULL. */
     void (*on_commit)(void *arg, int ops, int64_t latency_us);

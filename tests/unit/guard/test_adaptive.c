@@ -5,8 +5,8 @@
  * and stays there; with it on, windows of low latency while requests press
  * against the limit make it grow (never above max_inflight), latency over
  * the tolerance times the floor in two windows in a row that refused
- * requests cuts it at once in proportion, less a square-root queue
- * allowance (never below ADAPTIVE_MIN_LIMIT), one such window alone or the same latency with
+ * requests cuts it at once in proportion plus a square-root queue
+ * allowance (never raises it, never below ADAPTIVE_MIN_LIMIT), one such window alone or the same latency with
  * nothing refused leaves it, an idle service (peak in
  * flight under half the limit) does not grow it, and adaptive_configure and
  * adaptive_set_tolerance change it at run time.
@@ -302,9 +302,10 @@ static void test_shrinks_on_queueing(void **state)
     adaptive_destroy(&a);
 }
 
-/* A ceiling under ADAPTIVE_MIN_LIMIT is obeyed; once it is raised, even a
- * window of queueing lifts the limit to ADAPTIVE_MIN_LIMIT (a cut never
- * goes under it). */
+/* A ceiling under ADAPTIVE_MIN_LIMIT is obeyed; once it is raised, the next
+ * window lifts the limit to ADAPTIVE_MIN_LIMIT (with so few in flight that
+ * window sets the floor, so it is no queueing: it grows, and the clamp
+ * takes it to the minimum). */
 static void test_min_limit_after_low_ceiling(void **state)
 {
     (void)state;
@@ -375,6 +376,26 @@ static void test_queueing_without_refusals_keeps(void **state)
     run_window(&a, &now, PRESS, 10 * NS_PER_MS); /* and again: overload */
     assert_true(fabs(a.limit_f - (before * 0.5 + sqrt(before))) < 1e-9);
     assert_int_equal(atomic_load(&a.win_rejected), 0); /* counted per window */
+    adaptive_destroy(&a);
+}
+
+/* Mild queueing at a small limit: limit * gradient + sqrt(limit) would be
+ * above the limit (under 1 / (1 - gradient)^2); the cut never raises it. */
+static void test_cut_never_raises(void **state)
+{
+    (void)state;
+    struct adaptive_limit a;
+    int64_t now = T0;
+    adaptive_init(&a, true, 1000, now);
+    run_window(&a, &now, PRESS, NS_PER_MS); /* the floor: 1 ms */
+    adaptive_configure(&a, true, 10);
+    assert_int_equal(limit_of(&a), 10);
+    adaptive_configure(&a, true, 1000);
+    /* 2.2 ms: gradient 2 / 2.2 = 0.91; 10 * 0.91 + sqrt(10) = 12.3 */
+    for (int w = 0; w < 4; w++) {
+        run_window(&a, &now, PRESS, 2200000);
+        assert_true(a.limit_f == 10);
+    }
     adaptive_destroy(&a);
 }
 
@@ -507,6 +528,7 @@ int main(void)
         cmocka_unit_test(test_shrink_gradient),
         cmocka_unit_test(test_min_limit_after_low_ceiling),
         cmocka_unit_test(test_queueing_without_refusals_keeps),
+        cmocka_unit_test(test_cut_never_raises),
         cmocka_unit_test(test_idle_does_not_grow),
         cmocka_unit_test(test_configure_at_run_time),
         cmocka_unit_test(test_threads_respect_limit),

@@ -1043,7 +1043,8 @@ static void test_late_charge_refunded(void **state)
  * wal_restart_frames frames. */
 #define LOG_WRITERS 4
 #define LOG_ORDERS_EACH 1500
-#define LOG_RESTART_FRAMES 256 /* 1 MiB */
+#define LOG_RESTART_FRAMES 256   /* 1 MiB */
+#define LOG_CHECKPOINT_FRAMES 64  /* under it, so that passes and restarts meet */
 
 struct log_load {
     struct fixture *f;
@@ -1086,13 +1087,15 @@ static int64_t wal_bytes(const char *dir)
     return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
 }
 
-/* Runs the load on a store opened with restart_frames; returns the largest
- * size the log reached, sampled every millisecond. */
-static int64_t run_log_load(struct fixture *f, int restart_frames)
+/* Runs the load on a store opened with restart_frames and checkpoint_frames
+ * (0: the defaults); returns the largest size the log reached, sampled every
+ * millisecond. */
+static int64_t run_log_load(struct fixture *f, int restart_frames, int checkpoint_frames)
 {
     store_close(f->s);
     struct store_options opts = {.data_dir = f->dir, .max_batch = 64, .queue_capacity = 1024,
-                                 .wal_restart_frames = restart_frames};
+                                 .wal_restart_frames = restart_frames,
+                                 .wal_checkpoint_frames = checkpoint_frames};
     char err[256] = "";
     f->s = store_open("sqlite", &opts, err, sizeof(err));
     if (!f->s)
@@ -1134,16 +1137,17 @@ static void test_wal_restarts_under_load(void **state)
     struct fixture *f = *state;
     const int64_t frame = 4096, limit = LOG_RESTART_FRAMES * frame;
     /* Without the restart the load keeps the log from restarting: it grows
-     * well past the size the store will hold it to... */
-    int64_t unbounded = run_log_load(f, -1);
+     * far past the size the store will hold it to (73 MB measured)... */
+    int64_t unbounded = run_log_load(f, -1, 0);
     print_message("log without restarts: %lld bytes at most\n", (long long)unbounded);
-    assert_true(unbounded > 8 * limit);
-    /* ...and with it the log stays within that size and one batch (64
-     * orders), every order written. */
-    int64_t bounded = run_log_load(f, LOG_RESTART_FRAMES);
+    assert_true(unbounded > 32 * limit);
+    /* ...and with it, and checkpoints that run between restarts, the log
+     * stays near that size: a restart a reader held off waits a second,
+     * and a loaded machine may add a few such seconds (1.1 MB measured). */
+    int64_t bounded = run_log_load(f, LOG_RESTART_FRAMES, LOG_CHECKPOINT_FRAMES);
     print_message("log restarted every %lld bytes: %lld bytes at most\n", (long long)limit,
                   (long long)bounded);
-    assert_true(bounded <= 3 * limit);
+    assert_true(bounded <= 8 * limit);
 }
 
 int main(void)
