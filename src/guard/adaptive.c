@@ -96,9 +96,9 @@ static void update(struct adaptive_limit *a, int64_t mean_ns, int64_t peak, int6
         /* Queueing, and the limit is what let that much in (it refused
          * some). The first such window may be a stall (an fsync that took
          * long while requests kept coming): it is only counted. The second
-         * in a row is overload: cut at once, in proportion (less the queue
-         * allowance, see adaptive.h), since every request admitted
-         * meanwhile waits longer. */
+         * in a row is overload: cut at once, in proportion plus the queue
+         * allowance (see adaptive.h) and never upward, since every request
+         * admitted meanwhile waits longer. */
         if (++a->queueing_windows >= ADAPTIVE_CUT_AFTER)
             limit = fmin(limit, limit * gradient + sqrt(limit));
     } else {
