@@ -96,11 +96,11 @@ static void update(struct adaptive_limit *a, int64_t mean_ns, int64_t peak, int6
         /* Queueing, and the limit is what let that much in (it refused
          * some). The first such window may be a stall (an fsync that took
          * long while requests kept coming): it is only counted. The second
-         * in a row is overload: cut at once, in proportion plus the queue
-         * allowance (see adaptive.h) and never upward, since every request
+         * in a row is overload: move at once to the gradient's share plus
+         * the queue allowance (see adaptive.h), since every request
          * admitted meanwhile waits longer. */
         if (++a->queueing_windows >= ADAPTIVE_CUT_AFTER)
-            limit = fmin(limit, limit * gradient + sqrt(limit));
+            limit = limit * gradient + sqrt(limit);
     } else {
         a->queueing_windows = 0;
         /* No queueing (or none the limit caused: latency that rises with

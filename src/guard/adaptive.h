@@ -9,7 +9,7 @@
  *   gradient = clamp(tolerance * floor / mean, 0.5, 1)   (tolerance [2])
  *   gradient < 1 (queueing) and requests refused, in ADAPTIVE_CUT_AFTER
  *   windows in a row:
- *       limit = min(limit, limit * gradient + sqrt(limit))   (at once)
+ *       limit = limit * gradient + sqrt(limit)    (at once)
  *   gradient = 1, and the peak in flight reached half the limit or the
  *   window refused requests:
  *       limit = limit + s * sqrt(limit)           (s a smoothing factor)
@@ -19,7 +19,11 @@
  * seen with little in flight (latency without queueing); sqrt(limit) is
  * Gradient2's queue allowance, which keeps the limit from collapsing to
  * its minimum when latency rises for reasons the limit cannot remove (on a
- * machine that also has to refuse the overload). Unlike Gradient2 the cut
+ * machine that also has to refuse the overload): the limit settles where
+ * the two balance, 1 / (1 - gradient)^2, so at mild queueing a small limit
+ * rises toward it. Measured (bench/RESULTS.md, 2026-11-30): capping that
+ * move at the current limit pinned the limit at its minimum under 3x
+ * overload, and goodput fell from 31-33 % to 23 % of capacity. Unlike Gradient2 the cut
  * is not smoothed: measured on two cores (bench/RESULTS.md, 2026-11-30), a
  * smoothed cut took 2 s to bring a limit learned at a quarter of capacity
  * down when a 3x overload began, and the accepted requests of those 2 s

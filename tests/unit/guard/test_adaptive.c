@@ -5,8 +5,9 @@
  * and stays there; with it on, windows of low latency while requests press
  * against the limit make it grow (never above max_inflight), latency over
  * the tolerance times the floor in two windows in a row that refused
- * requests cuts it at once in proportion plus a square-root queue
- * allowance (never raises it, never below ADAPTIVE_MIN_LIMIT), one such window alone or the same latency with
+ * requests moves it at once to its gradient's share plus a square-root
+ * queue allowance (toward where the two balance; never below
+ * ADAPTIVE_MIN_LIMIT), one such window alone or the same latency with
  * nothing refused leaves it, an idle service (peak in
  * flight under half the limit) does not grow it, and adaptive_configure and
  * adaptive_set_tolerance change it at run time.
@@ -379,9 +380,10 @@ static void test_queueing_without_refusals_keeps(void **state)
     adaptive_destroy(&a);
 }
 
-/* Mild queueing at a small limit: limit * gradient + sqrt(limit) would be
- * above the limit (under 1 / (1 - gradient)^2); the cut never raises it. */
-static void test_cut_never_raises(void **state)
+/* Mild queueing at a small limit: limit * gradient + sqrt(limit) is above
+ * the limit (under 1 / (1 - gradient)^2, where queueing and the allowance
+ * balance), and the limit moves up to it, as in Gradient2. */
+static void test_mild_queueing_settles_at_balance(void **state)
 {
     (void)state;
     struct adaptive_limit a;
@@ -391,11 +393,18 @@ static void test_cut_never_raises(void **state)
     adaptive_configure(&a, true, 10);
     assert_int_equal(limit_of(&a), 10);
     adaptive_configure(&a, true, 1000);
-    /* 2.2 ms: gradient 2 / 2.2 = 0.91; 10 * 0.91 + sqrt(10) = 12.3 */
-    for (int w = 0; w < 4; w++) {
+    /* 2.2 ms: gradient 2 / 2.2; the first window only counts */
+    double g = ADAPTIVE_TOLERANCE / 2.2;
+    run_window(&a, &now, PRESS, 2200000);
+    assert_true(a.limit_f == 10);
+    double want = 10;
+    for (int w = 0; w < 200; w++) {
         run_window(&a, &now, PRESS, 2200000);
-        assert_true(a.limit_f == 10);
+        want = want * g + sqrt(want);
+        assert_true(fabs(a.limit_f - want) < 1e-6);
     }
+    double balance = 1 / ((1 - g) * (1 - g));
+    assert_true(fabs(a.limit_f - balance) < 1);
     adaptive_destroy(&a);
 }
 
@@ -528,7 +537,7 @@ int main(void)
         cmocka_unit_test(test_shrink_gradient),
         cmocka_unit_test(test_min_limit_after_low_ceiling),
         cmocka_unit_test(test_queueing_without_refusals_keeps),
-        cmocka_unit_test(test_cut_never_raises),
+        cmocka_unit_test(test_mild_queueing_settles_at_balance),
         cmocka_unit_test(test_idle_does_not_grow),
         cmocka_unit_test(test_configure_at_run_time),
         cmocka_unit_test(test_threads_respect_limit),
