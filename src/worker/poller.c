@@ -80,14 +80,11 @@ static void *poller_main(void *arg)
     enum wait_result r;
     while ((r = wait_for_work(p, min_wait_ms)) != WAIT_STOP) {
         min_wait_ms = 0;
-        bool ask = r == WAIT_WOKEN;
-        while (!stopping(p) && (!ask || due_now(p))) {
-            if (p->ops.run(p->arg) == 0) {
-                min_wait_ms = POLLER_BACKOFF_MS; /* a wake still ends it */
-                break;
-            }
-            ask = true;
-        }
+        if (r == WAIT_WOKEN && !due_now(p))
+            continue;
+        while (!stopping(p) && p->ops.run(p->arg) > 0)
+            ;
+        min_wait_ms = POLLER_BACKOFF_MS; /* a wake still ends it */
     }
     return NULL;
 }

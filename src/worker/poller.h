@@ -5,7 +5,7 @@
  * Each thread waits until it is woken (a wake wakes one thread), or the next
  * row is due, or poll_ms have passed (rows another instance wrote wake no
  * one here), then calls run() until run() finds nothing more to do; after a
- * wake, and between runs, only while next_due_ms() says a row is due.
+ * wake, only if next_due_ms() says a row is due.
  */
 #ifndef PAYD_WORKER_POLLER_H
 #define PAYD_WORKER_POLLER_H
