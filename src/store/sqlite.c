@@ -2051,6 +2051,18 @@ static void configure_sqlite(void)
     sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, -1);
 }
 
+/* The database's page size (SQLite's default, 4096, if it cannot say). */
+static int64_t page_size(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t size = 4096;
+    if (sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0)
+        size = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return size;
+}
+
 static store *sqlite_open(const struct store_options *opts, char *err, size_t err_size)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -2088,11 +2100,12 @@ static store *sqlite_open(const struct store_options *opts, char *err, size_t er
     sqlite3_exec(s->wdb, "PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY", NULL, NULL,
                  NULL);
     /* A log that grew past twice its restart size while a long reader held
-     * it is cut back to that when it restarts. */
+     * it is cut back to that when it restarts (a frame is a page and its
+     * 24-byte header). */
     if (s->wal_restart_frames > 0) {
         char pragma[96];
         snprintf(pragma, sizeof(pragma), "PRAGMA journal_size_limit=%lld",
-                 2LL * s->wal_restart_frames * 4096);
+                 2LL * s->wal_restart_frames * (page_size(s->wdb) + 24));
         sqlite3_exec(s->wdb, pragma, NULL, NULL, NULL);
     }
     /* The schema in one BEGIN IMMEDIATE transaction: its statements read the

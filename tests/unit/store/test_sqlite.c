@@ -22,6 +22,7 @@
 
 #include "core/ids.h"
 #include "store/store.h"
+#include "util/util.h"
 
 #define BUSY_WAIT_MS 5000
 
@@ -1152,6 +1153,61 @@ static void test_wal_restarts_under_load(void **state)
     assert_true(bounded <= 8 * limit);
 }
 
+/* A reader that keeps one snapshot holds the log from restarting, and the
+ * log grows past its restart size; once the reader lets go, the next
+ * restart (tried again 25 ms, 50 ms, ... after each failure) both starts
+ * the log over and cuts the file back to twice the restart size. */
+static void test_wal_cut_back_after_long_reader(void **state)
+{
+    struct fixture *f = *state;
+    enum { RESTART = 64 }; /* frames: 257 KiB with 4 KiB pages */
+    store_close(f->s);
+    struct store_options opts = {.data_dir = f->dir, .max_batch = 64, .queue_capacity = 1024,
+                                 .wal_restart_frames = RESTART, .wal_checkpoint_frames = 16};
+    char err[256] = "";
+    f->s = store_open("sqlite", &opts, err, sizeof(err));
+    if (!f->s)
+        fail_msg("store_open: %s", err);
+    char path[TEST_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/payd.db", f->dir);
+    sqlite3 *reader = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM orders", NULL, NULL, NULL),
+                     SQLITE_OK);
+    int n = 0;
+    const int64_t limit = 2LL * RESTART * (4096 + 24);
+    while (wal_bytes(f->dir) < 8 * limit) {
+        char no[48];
+        snprintf(no, sizeof(no), "held-%d", n++);
+        struct order o = new_order(&f->a, no, 100 + n, "CNY", "a description long enough");
+        assert_int_equal(create_order(f->s, &o, NULL), STORE_OK);
+        if (n > 100000)
+            fail_msg("the log never grew past %lld bytes", (long long)(8 * limit));
+    }
+    print_message("log held by a reader: %lld bytes after %d orders\n",
+                  (long long)wal_bytes(f->dir), n);
+    assert_int_equal(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(reader);
+    /* Writes go on; within a few seconds of backing off, a restart lands
+     * and the next commit truncates the file. */
+    int64_t deadline = clock_mono_ms() + 10000;
+    while (wal_bytes(f->dir) > limit && clock_mono_ms() < deadline) {
+        char no[48];
+        snprintf(no, sizeof(no), "after-%d", n++);
+        struct order o = new_order(&f->a, no, 100 + n, "CNY", "a description long enough");
+        assert_int_equal(create_order(f->s, &o, NULL), STORE_OK);
+        sleep_for_ms(5);
+    }
+    print_message("log after the reader let go: %lld bytes (limit %lld)\n",
+                  (long long)wal_bytes(f->dir), (long long)limit);
+    assert_true(wal_bytes(f->dir) <= limit);
+    assert_int_equal(db_int(f->dir,
+                            "SELECT count(*) FROM orders WHERE merchant_order_no LIKE 'held-%'"
+                            " OR merchant_order_no LIKE 'after-%'",
+                            NULL),
+                     n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1179,6 +1235,7 @@ int main(void)
         T(test_queue_full_busy),
         T(test_concurrent_submitters),
         T(test_wal_restarts_under_load),
+        T(test_wal_cut_back_after_long_reader),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
