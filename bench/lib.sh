@@ -30,6 +30,7 @@ log() { printf '%s: %s\n' "$BENCH_NAME" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 NGINX_PID=""
+NGINX_PORT=""
 PAYD_PID=""
 PAYBENCH_PID=""
 PERF_PID=""
@@ -165,12 +166,14 @@ NGINX_P99_MS=""
 NGINX_CLIENT_CPU=""
 WRK_RPS=""
 
-run_nginx() {
-    local dir="$TMP/nginx" port
+# Starts nginx answering every GET with a static "ok" from $1 workers, its
+# files in $TMP/$2; sets NGINX_PID and NGINX_PORT.
+start_nginx() {
+    local workers="$1" dir="$TMP/$2" port
     port="$(free_port)" || die "no free port"
     mkdir -p "$dir/logs"
     cat >"$dir/nginx.conf" <<EOF
-worker_processes $NGINX_WORKERS;
+worker_processes $workers;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
@@ -193,7 +196,14 @@ EOF
     NGINX_PID=$!
     wait_ready "http://127.0.0.1:$port/" "$NGINX_PID" ||
         { cat "$dir/logs/error.log" >&2; die "nginx did not start"; }
-    log "nginx (worker_processes $NGINX_WORKERS) on port $port, pid $NGINX_PID"
+    NGINX_PORT="$port"
+    log "nginx (worker_processes $workers) on port $port, pid $NGINX_PID"
+}
+
+run_nginx() {
+    local port
+    start_nginx "$NGINX_WORKERS" nginx
+    port="$NGINX_PORT"
 
     log "paybench static, concurrency $NGINX_CONCURRENCY, ${NGINX_DURATION}s"
     "$PAYBENCH" --url "http://127.0.0.1:$port/" --scenario static \
