@@ -177,6 +177,7 @@ test-integration-pg-asan: $(B)/payd $(B)/paysim $(B)/payctl $(B)/paybench $(B)/p
 bench: all $(B)/guard_micro $(B)/redis_limit_micro $(B)/obs_micro
 	@scripts/deps.sh bench
 	bench/flow.sh
+	bench/machine.sh
 	bench/overload.sh
 	bench/guard.sh
 	bench/redis_limit.sh

@@ -17,6 +17,7 @@ BENCH_DATA="${BENCH_DATA-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/data}"
 FLOW_CSV_HEADER='run_utc,tree,command,nginx_paybench_req_s,nginx_wrk_req_s,sqlite_rows_s,closed_concurrency,closed_duration_s,closed_runs,closed_median_paid_s,closed_min_paid_s,closed_max_paid_s,open_sustained_paid_s,open_accept_p50_ms,open_accept_p99_ms,open_order_p99_ms,verdict'
 FLOW_RUNS_CSV_HEADER='run_utc,table,run,concurrency,offered_per_s,sustained,paid_orders_s,accepted_s,succeeded_in_load_s,tail_ms,accept_p50_ms,accept_p99_ms,client_cpu_pct,payd_cpu_pct,other_cpu_pct,machine_busy_pct,machine_iowait_pct,machine_steal_pct,verdict'
 OVERLOAD_CSV_HEADER='run_utc,tree,command,split_cpus,factor,nginx_paybench_req_s,capacity_paid_s,unloaded_p99_median_ms,rep,load,mode,offered_per_s,succeeded_in_load_s,paid_orders_e2e_s,payment_p50_ms,payment_p99_ms,payment_p99_9_ms,order_p99_ms,order_answers,payment_answers,inflight_limit,inflight_mean_ms,inflight_floor_ms,schedule_kept,schedule_lag_p99_ms,probe_p99_ms'
+MACHINE_CSV_HEADER='run_utc,tree,command,cpus,probe_rate_s,duration_s,phase,probe_p50_ms,probe_p99_ms,probe_p99_9_ms,probe_lag_p99_ms,machine_busy_pct,machine_iowait_pct,machine_steal_pct'
 GUARD_CSV_HEADER='run_utc,tree,seconds_per_row,cpus,operation,threads,ns_per_op,m_ops_s_all'
 REDIS_LIMIT_CSV_HEADER='run_utc,tree,seconds_per_row,redis_version,source,operation,threads,ns_per_op,ops_s_all,errors,server_us_per_take'
 SCENARIOS_CSV_HEADER='run_utc,tree,command,nginx_paybench_req_s,concurrency,duration_s,scenario,sessions_s,paid_orders_s,payd_req_s,ratio_to_nginx,check,verdict'
@@ -109,6 +110,18 @@ overload_rows_csv() {
         print prefix "," rep "," q(load) "," q(mode) "," c[2] "," c[3] "," c[4] "," trim(lat[1]) "," \
             trim(lat[2]) "," trim(lat[3]) "," c[6] "," q(c[7]) "," q(c[8]) "," limit "," mean "," \
             floor_ms "," kept "," lag "," probe
+    }'
+}
+
+# machine_rows_csv PREFIX: bench/machine.sh's rows on stdin, as machine.csv
+# lines after PREFIX (run_utc .. duration_s).
+machine_rows_csv() {
+    awk -v prefix="$1" "$_RECORD_AWK"'
+    /^\|/ && !/^\|---/ && !/^\| machine doing \|/ {
+        if (cells($0, c) < 4) next
+        split(c[2], lat, " / "); split(c[4], mach, " / ")
+        print prefix "," q(c[1]) "," trim(lat[1]) "," trim(lat[2]) "," trim(lat[3]) "," c[3] "," \
+            trim(mach[1]) "," trim(mach[2]) "," trim(mach[3])
     }'
 }
 
