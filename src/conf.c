@@ -103,6 +103,7 @@ static const struct key keys[] = {
     INT_KEY("webhooks", "retry_base_ms", webhook_retry_base_ms, 1, 3600000, "5000"),
     INT_KEY("webhooks", "retry_max_ms", webhook_retry_max_ms, 1, 86400000, "3600000"),
     INT_KEY("webhooks", "give_up_s", webhook_give_up_s, 1, 30LL * 86400, "86400"),
+    ENUM_KEY("webhooks", "allow_private", webhook_allow_private, on_off, "off"),
     INT_KEY("orders", "close_interval_s", order_close_interval_s, 1, 86400, "5"),
     ENUM_KEY("log", "format", log_format, log_formats, "json"),
     ENUM_KEY("log", "level", log_level, log_levels, "info"),

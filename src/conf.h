@@ -125,6 +125,7 @@ struct conf {
     int64_t order_ttl_s; /* unpaid orders close this long after creation; 0: never */
     int64_t order_close_interval_s;
     int64_t webhook_timeout_ms, webhook_retry_base_ms, webhook_retry_max_ms, webhook_give_up_s;
+    int64_t webhook_allow_private; /* 0 off, 1 on: endpoints on loopback / private addresses */
     int64_t idem_purge_interval_s;
     /* [log] */
     int64_t log_format; /* enum log_format */

@@ -528,7 +528,8 @@ static int cmd_serve(struct cli_args *a)
                                          .retry_base_ms = conf.webhook_retry_base_ms,
                                          .retry_max_ms = conf.webhook_retry_max_ms,
                                          .give_up_s = conf.webhook_give_up_s,
-                                         .poll_ms = REFUND_POLL_MS};
+                                         .poll_ms = REFUND_POLL_MS,
+                                         .allow_private = conf.webhook_allow_private == 1};
         app.webhooks = webhooks_start(&app, &hkopts);
         struct refunder_options ropts = {.threads = REFUND_THREADS,
                                          .lease_ms = conf.worker_lease_ms,

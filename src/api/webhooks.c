@@ -3,11 +3,16 @@
  * /v1/webhook. The events themselves are sent by worker/webhooks.c.
  *
  * PUT sets the URL and makes a new signing secret, shown in its answer and
- * never again (a PUT of the same URL is how a merchant rotates it).
+ * never again (a PUT of the same URL is how a merchant rotates it). Unless
+ * [webhooks] allow_private is on, a URL that names a loopback, private,
+ * link-local or reserved address (or localhost) is refused here; a name
+ * that resolves to one is refused when the sender connects.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "api/internal.h"
+#include "util/netaddr.h"
 #include "util/util.h"
 
 static const char *const webhook_fields[] = {"url", NULL};
@@ -64,6 +69,14 @@ void api_webhook_put(struct api_ctx *c, http_req *r, const char *unused)
                     "url must be an http:// or https:// URL of at most 2048 characters, "
                     "without spaces",
                     "url");
+    } else if (!c->app->conf->webhook_allow_private &&
+               addr_kind_of_url_host(json_string_value(url)) != ADDR_PUBLIC) {
+        char why[200];
+        snprintf(why, sizeof(why),
+                 "url names a %s address; webhooks go to public addresses only "
+                 "([webhooks] allow_private = on allows others)",
+                 addr_kind_name(addr_kind_of_url_host(json_string_value(url))));
+        api_invalid(r, "url_not_allowed", why, "url");
     } else {
         struct webhook *w = &c->op.in.webhook_set;
         memcpy(w->merchant_id, c->merchant.id, sizeof(w->merchant_id));

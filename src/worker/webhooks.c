@@ -9,6 +9,7 @@
 
 #include "api/api.h"
 #include "obs/log.h"
+#include "util/netaddr.h"
 #include "util/sign.h"
 #include "util/util.h"
 #include "worker/poller.h"
@@ -53,6 +54,28 @@ static size_t discard(char *data, size_t size, size_t nmemb, void *arg)
     return size * nmemb;
 }
 
+/* The address check (util/netaddr.h): curl calls it once connected, before
+ * it sends anything, with the address it connected to; whatever name the
+ * URL used and however it resolved, a non-public address gets no request. */
+struct address_check {
+    char refused[ERROR_TEXT_MAX]; /* why, when it refused */
+};
+
+static int check_address(void *arg, char *primary_ip, char *local_ip, int primary_port,
+                         int local_port)
+{
+    (void)local_ip;
+    (void)local_port;
+    struct address_check *check = arg;
+    enum addr_kind kind = addr_kind_of(primary_ip);
+    if (kind == ADDR_PUBLIC)
+        return CURL_PREREQFUNC_OK;
+    snprintf(check->refused, sizeof(check->refused),
+             "address %s port %d is %s; [webhooks] allow_private is off", primary_ip,
+             primary_port, addr_kind_name(kind));
+    return CURL_PREREQFUNC_ABORT;
+}
+
 /* POSTs body to the endpoint; returns the HTTP status (0: none) and, when
  * it is not a 2xx, a short error text. */
 static int post(const struct webhook_options *o, const struct event *e, const char *body,
@@ -77,11 +100,18 @@ static int post(const struct webhook_options *o, const struct event *e, const ch
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    struct address_check check = {.refused = ""};
+    if (!o->allow_private) {
+        curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, check_address);
+        curl_easy_setopt(c, CURLOPT_PREREQDATA, &check);
+    }
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     if (rc == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (rc != CURLE_OK)
+    if (check.refused[0])
+        snprintf(error, ERROR_TEXT_MAX, "%s", check.refused);
+    else if (rc != CURLE_OK)
         snprintf(error, ERROR_TEXT_MAX, "%s", curl_easy_strerror(rc));
     else if (status < 200 || status > 299)
         snprintf(error, ERROR_TEXT_MAX, "HTTP %ld", status);

@@ -31,6 +31,7 @@ struct webhook_options {
     int64_t retry_max_ms;
     int64_t give_up_s;
     int64_t poll_ms;
+    bool allow_private; /* false: refuse to connect to a non-public address */
 };
 
 webhook_sender *webhooks_start(struct app *app, const struct webhook_options *opts);

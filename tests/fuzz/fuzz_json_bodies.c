@@ -32,6 +32,7 @@
 #include "lib/check.h"
 #include "lib/fixture.h"
 #include "lib/request.h"
+#include "util/netaddr.h"
 
 enum endpoint { ORDER, PAYMENT, PAYMENT_KEYED, REFUND, REFUND_KEYED, WEBHOOK, GUARDS, N_ENDPOINTS };
 
@@ -137,7 +138,9 @@ static bool webhook_valid(const json_t *b)
     for (const unsigned char *p = (const unsigned char *)u; *p; p++)
         if (*p <= 0x20 || *p >= 0x7f)
             return false;
-    return true;
+    /* The fixture keeps [webhooks] allow_private off: a URL naming a
+     * non-public address is refused (the kinds are tests/unit's). */
+    return addr_kind_of_url_host(u) == ADDR_PUBLIC;
 }
 
 /* The body as payd's rules read it: NULL when it is not a JSON object. */
@@ -275,6 +278,10 @@ static void check_webhook(const http_req *r, const json_t *answer, const json_t 
                valid ? "valid" : "invalid", status, fuzz_error_code(answer));
     if (status != 200) {
         check_refusal(answer, body, webhook_fields);
+        const char *code = fuzz_error_code(answer);
+        if (code && strcmp(code, "url_not_allowed") == 0)
+            FUZZ_CHECK(addr_kind_of_url_host(fuzz_json_str(body, "url")) != ADDR_PUBLIC,
+                       "webhook: url_not_allowed for a public host");
         return;
     }
     FUZZ_CHECK(json_equal(json_object_get(answer, "url"), json_object_get(body, "url")),

@@ -9,7 +9,10 @@
   exactly one accepted delivery per event id;
 - events survive kill -9 of payd while the receiver is down;
 - an event that cannot be delivered is given up after give_up_s (failed);
-- a merchant without an endpoint gets no events.
+- a merchant without an endpoint gets no events;
+- unless [webhooks] allow_private is on, an endpoint on a loopback, private
+  or link-local address is refused when set, and a delivery that would
+  connect to one is not sent (and is sent once it is allowed).
 """
 import hashlib
 import hmac
@@ -21,8 +24,9 @@ import time
 from harness import PaydTestCase, unique, wait_until
 from test_refunds import paid_order, refund, wait_refund_final
 
+# The receivers listen on loopback, which payd refuses by default.
 ENV = {"PAYD_WEBHOOKS_RETRY_BASE_MS": "100", "PAYD_WEBHOOKS_RETRY_MAX_MS": "300",
-       "PAYD_WEBHOOKS_TIMEOUT_MS": "2000"}
+       "PAYD_WEBHOOKS_TIMEOUT_MS": "2000", "PAYD_WEBHOOKS_ALLOW_PRIVATE": "on"}
 
 
 def verify(secret, header, body, now=None):
@@ -192,6 +196,41 @@ class WebhooksTest(PaydTestCase):
         time.sleep(0.8)
         self.assertEqual(len(rec.received()), n)  # no attempt after giving up
         self.assertIn('"event":"webhook_failed"', s.stderr_text())
+
+    def test_private_addresses_refused_by_default(self):
+        s = self.start_server(env=dict(ENV, PAYD_WEBHOOKS_ALLOW_PRIVATE="off"))
+        rec = self.receiver()
+        port = rec.server.server_address[1]
+        for url, kind in [(rec.url, "loopback"),
+                          ("http://localhost:%d/hooks" % port, "loopback"),
+                          ("http://2130706433:%d/" % port, "loopback"),  # 127.0.0.1
+                          ("http://[::1]:%d/" % port, "loopback"),
+                          ("http://10.1.2.3/hooks", "private"),
+                          ("http://169.254.169.254/latest/meta-data", "link-local")]:
+            r = s.request("PUT", "/v1/webhook", {"url": url})
+            err = self.assertError(r, 400, "invalid_request_error", "url_not_allowed", "url")
+            self.assertIn(kind, err["message"], url)
+        self.assertEqual(s.request("GET", "/v1/webhook").status, 404)  # nothing was set
+        # An endpoint set while allowed, then the server restarted without:
+        # the sender connects, sees a loopback address and sends nothing.
+        s.env["PAYD_WEBHOOKS_ALLOW_PRIVATE"] = "on"
+        s.restart()
+        self.register(s, rec)
+        s.env["PAYD_WEBHOOKS_ALLOW_PRIVATE"] = "off"
+        s.restart()
+        _, p = paid_order(s, 1000)
+        eid = "evt_" + p["id"]
+        wait_until(lambda: "allow_private is off" in s.stderr_text(),
+                   what="a refused delivery in the log")
+        self.assertIn("is loopback", s.stderr_text())
+        self.assertEqual(rec.received(), [])
+        self.assertEqual(s.db_rows("SELECT state FROM events WHERE id = ?", (eid,))[0],
+                         [("pending",)])
+        # Allowed again: the same event is delivered, once.
+        s.env["PAYD_WEBHOOKS_ALLOW_PRIVATE"] = "on"
+        s.restart()
+        wait_until(lambda: eid in rec.accepted(), what="delivery once allowed")
+        self.assertEqual(len(rec.accepted()[eid]), 1)
 
     def test_no_endpoint_no_events(self):
         s = self.start_server(env=ENV)
