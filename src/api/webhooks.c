@@ -17,7 +17,9 @@
 
 static const char *const webhook_fields[] = {"url", NULL};
 
-static bool url_valid(const char *u, size_t n)
+/* An http(s) URL of printable ASCII that libcurl, which will send to it,
+ * can parse; *kind is what its host is. */
+static bool url_valid(const char *u, size_t n, enum addr_kind *kind)
 {
     if (n > WEBHOOK_URL_MAX || strlen(u) != n)
         return false;
@@ -27,7 +29,7 @@ static bool url_valid(const char *u, size_t n)
     for (const char *p = u; *p; p++)
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
             return false;
-    return true;
+    return addr_kind_of_url(u, kind) == 0;
 }
 
 static json_t *webhook_json(const struct webhook *w, bool with_secret)
@@ -61,21 +63,21 @@ void api_webhook_put(struct api_ctx *c, http_req *r, const char *unused)
     if (!body)
         return;
     json_t *url = json_object_get(body, "url");
+    enum addr_kind kind = ADDR_INVALID;
     if (!url || json_is_null(url)) {
         api_invalid(r, "parameter_missing", "url is required", "url");
     } else if (!json_is_string(url) ||
-               !url_valid(json_string_value(url), json_string_length(url))) {
+               !url_valid(json_string_value(url), json_string_length(url), &kind)) {
         api_invalid(r, "url_invalid",
                     "url must be an http:// or https:// URL of at most 2048 characters, "
                     "without spaces",
                     "url");
-    } else if (!c->app->conf->webhook_allow_private &&
-               addr_kind_of_url_host(json_string_value(url)) != ADDR_PUBLIC) {
+    } else if (!c->app->conf->webhook_allow_private && kind != ADDR_PUBLIC) {
         char why[200];
         snprintf(why, sizeof(why),
                  "url names a %s address; webhooks go to public addresses only "
                  "([webhooks] allow_private = on allows others)",
-                 addr_kind_name(addr_kind_of_url_host(json_string_value(url))));
+                 addr_kind_name(kind));
         api_invalid(r, "url_not_allowed", why, "url");
     } else {
         struct webhook *w = &c->op.in.webhook_set;

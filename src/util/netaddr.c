@@ -4,6 +4,7 @@
 #include "util/netaddr.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -87,49 +88,53 @@ enum addr_kind addr_kind_of(const char *ip)
     return ADDR_INVALID;
 }
 
-enum addr_kind addr_kind_of_url_host(const char *url)
+enum addr_kind addr_kind_of_host(const char *name)
 {
-    const char *p = strstr(url, "://");
-    p = p ? p + 3 : url;
-    size_t n = strcspn(p, "/?#");
-    /* userinfo@ ends at the authority's last '@' */
-    for (size_t i = n; i > 0; i--)
-        if (p[i - 1] == '@') {
-            p += i;
-            n -= i;
-            break;
-        }
     char host[256];
-    if (n > 0 && p[0] == '[') {
-        const char *end = memchr(p, ']', n);
-        if (!end || (size_t)(end - p - 1) >= sizeof(host))
-            return ADDR_PUBLIC; /* not an address: left to the resolver */
-        snprintf(host, sizeof(host), "%.*s", (int)(end - p - 1), p + 1);
-        char *zone = strchr(host, '%'); /* fe80::1%25eth0 */
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n >= sizeof(host))
+        return ADDR_PUBLIC; /* not an address: left to the resolver */
+    if (name[0] == '[') {
+        const char *end = strchr(name, ']');
+        if (!end)
+            return ADDR_PUBLIC;
+        snprintf(host, sizeof(host), "%.*s", (int)(end - name - 1), name + 1);
+        char *zone = strchr(host, '%'); /* fe80::1%eth0 */
         if (zone)
             *zone = '\0';
         enum addr_kind k = addr_kind_of(host);
         return k == ADDR_INVALID ? ADDR_PUBLIC : k;
     }
-    size_t hn = strcspn(p, ":/?#");
-    if (hn > n)
-        hn = n;
-    if (hn == 0 || hn >= sizeof(host))
-        return ADDR_PUBLIC;
-    snprintf(host, sizeof(host), "%.*s", (int)hn, p);
-    if (host[hn - 1] == '.') /* an absolute name: "localhost." */
-        host[--hn] = '\0';
+    snprintf(host, sizeof(host), "%s", name);
+    if (host[n - 1] == '.') /* an absolute name: "localhost." */
+        host[--n] = '\0';
     static const char dot_localhost[] = ".localhost";
     size_t dl = sizeof(dot_localhost) - 1;
     if (strcasecmp(host, "localhost") == 0 ||
-        (hn > dl && strcasecmp(host + hn - dl, dot_localhost) == 0))
+        (n > dl && strcasecmp(host + n - dl, dot_localhost) == 0))
         return ADDR_LOOPBACK;
     /* inet_aton takes every IPv4 form the resolver does (127.1, 0x7f.1,
      * 2130706433), which inet_pton does not. */
     struct in_addr a4;
     if (inet_aton(host, &a4))
         return kind4(ntohl(a4.s_addr));
-    return ADDR_PUBLIC;
+    enum addr_kind k = addr_kind_of(host); /* an IPv6 address without brackets */
+    return k == ADDR_INVALID ? ADDR_PUBLIC : k;
+}
+
+int addr_kind_of_url(const char *url, enum addr_kind *kind)
+{
+    CURLU *u = curl_url();
+    char *host = NULL;
+    int rc = -1;
+    if (u && url && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, CURLU_URLDECODE) == CURLUE_OK && host && host[0]) {
+        *kind = addr_kind_of_host(host);
+        rc = 0;
+    }
+    curl_free(host);
+    curl_url_cleanup(u);
+    return rc;
 }
 
 const char *addr_kind_name(enum addr_kind k)

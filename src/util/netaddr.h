@@ -29,11 +29,16 @@ enum addr_kind {
  * 2002::/16) is of that IPv4 address's kind. */
 enum addr_kind addr_kind_of(const char *ip);
 
-/* The kind of the host in an http(s) URL when the URL names it by address
- * (IPv4 in any form the resolver takes, e.g. 127.1 or 2130706433; [IPv6])
- * or as localhost; ADDR_PUBLIC for any other name, whose address is known
- * only when it is resolved. */
-enum addr_kind addr_kind_of_url_host(const char *url);
+/* The kind of a URL's host as libcurl reads it: an address (IPv4 in any
+ * form the resolver takes, e.g. 127.1 or 2130706433; [IPv6], with or
+ * without a zone) or localhost; ADDR_PUBLIC for any other name, whose
+ * address is known only when it is resolved. */
+enum addr_kind addr_kind_of_host(const char *host);
+
+/* The kind of the host of `url`, found by libcurl's own URL parser (so a
+ * percent-encoded or otherwise unusual host reads as curl will connect to
+ * it); -1 when curl cannot parse the URL or it has no host. */
+int addr_kind_of_url(const char *url, enum addr_kind *kind);
 
 /* "loopback", "private", ... (for error messages). */
 const char *addr_kind_name(enum addr_kind k);

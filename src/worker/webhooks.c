@@ -3,9 +3,12 @@
  */
 #include "worker/webhooks.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "api/api.h"
 #include "obs/log.h"
@@ -54,26 +57,55 @@ static size_t discard(char *data, size_t size, size_t nmemb, void *arg)
     return size * nmemb;
 }
 
-/* The address check (util/netaddr.h): curl calls it once connected, before
- * it sends anything, with the address it connected to; whatever name the
- * URL used and however it resolved, a non-public address gets no request. */
+/* The address check (util/netaddr.h), unless [webhooks] allow_private is
+ * on: curl asks check_socket for a socket for each address it will try,
+ * after resolving the URL's name and before connecting, so a name that
+ * resolves to a non-public address gets no connection at all (and a DNS
+ * answer that changes between the PUT and the delivery is caught too).
+ * check_request, called once connected and before the request is sent,
+ * checks the connection's address again. Proxies from the environment
+ * are not used then: the check would see the proxy's address. */
 struct address_check {
     char refused[ERROR_TEXT_MAX]; /* why, when it refused */
 };
 
-static int check_address(void *arg, char *primary_ip, char *local_ip, int primary_port,
+static bool refused(struct address_check *check, const char *ip, int port)
+{
+    enum addr_kind kind = addr_kind_of(ip);
+    if (kind == ADDR_PUBLIC)
+        return false;
+    snprintf(check->refused, sizeof(check->refused),
+             "address %s port %d is %s; [webhooks] allow_private is off", ip, port,
+             addr_kind_name(kind));
+    return true;
+}
+
+static curl_socket_t check_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)purpose;
+    char ip[INET6_ADDRSTRLEN] = "";
+    int port = 0;
+    /* curl_sockaddr's addr holds a whole sockaddr_in6 when family says so */
+    if (a->family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&a->addr;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        port = ntohs(in->sin_port);
+    } else if (a->family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&a->addr;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(in6->sin6_port);
+    }
+    if (refused(arg, ip, port))
+        return CURL_SOCKET_BAD;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+static int check_request(void *arg, char *primary_ip, char *local_ip, int primary_port,
                          int local_port)
 {
     (void)local_ip;
     (void)local_port;
-    struct address_check *check = arg;
-    enum addr_kind kind = addr_kind_of(primary_ip);
-    if (kind == ADDR_PUBLIC)
-        return CURL_PREREQFUNC_OK;
-    snprintf(check->refused, sizeof(check->refused),
-             "address %s port %d is %s; [webhooks] allow_private is off", primary_ip,
-             primary_port, addr_kind_name(kind));
-    return CURL_PREREQFUNC_ABORT;
+    return refused(arg, primary_ip, primary_port) ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
 /* POSTs body to the endpoint; returns the HTTP status (0: none) and, when
@@ -102,14 +134,17 @@ static int post(const struct webhook_options *o, const struct event *e, const ch
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     struct address_check check = {.refused = ""};
     if (!o->allow_private) {
-        curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, check_address);
+        curl_easy_setopt(c, CURLOPT_PROXY, "");
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, check_socket);
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &check);
+        curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, check_request);
         curl_easy_setopt(c, CURLOPT_PREREQDATA, &check);
     }
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     if (rc == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (check.refused[0])
+    if (rc != CURLE_OK && check.refused[0]) /* another address may have been fine */
         snprintf(error, ERROR_TEXT_MAX, "%s", check.refused);
     else if (rc != CURLE_OK)
         snprintf(error, ERROR_TEXT_MAX, "%s", curl_easy_strerror(rc));

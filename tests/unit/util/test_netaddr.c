@@ -84,6 +84,14 @@ static void test_ipv6(void **state)
     check(cases, sizeof(cases) / sizeof(cases[0]), addr_kind_of);
 }
 
+static enum addr_kind url_kind(const char *url)
+{
+    enum addr_kind kind = ADDR_INVALID;
+    if (addr_kind_of_url(url, &kind) != 0)
+        return ADDR_INVALID;
+    return kind;
+}
+
 static void test_url_host(void **state)
 {
     (void)state;
@@ -91,9 +99,11 @@ static void test_url_host(void **state)
         {"https://shop.example/hooks", ADDR_PUBLIC}, /* a name: known when resolved */
         {"https://8.8.8.8/hooks", ADDR_PUBLIC},
         {"http://127.0.0.1:8080/admin/guards", ADDR_LOOPBACK},
-        {"http://127.1/", ADDR_LOOPBACK},          /* the resolver's short form */
-        {"http://2130706433/", ADDR_LOOPBACK},     /* 127.0.0.1 as one number */
-        {"http://0x7f.0.0.1/", ADDR_LOOPBACK},     /* hexadecimal */
+        {"http://127.1/", ADDR_LOOPBACK},      /* the resolver's short form */
+        {"http://2130706433/", ADDR_LOOPBACK}, /* 127.0.0.1 as one number */
+        {"http://0x7f.0.0.1/", ADDR_LOOPBACK}, /* hexadecimal */
+        {"http://0/", ADDR_RESERVED},          /* 0.0.0.0: this host */
+        {"http://%31%32%37.0.0.1/", ADDR_LOOPBACK}, /* percent-encoded */
         {"http://localhost:9000/x", ADDR_LOOPBACK},
         {"http://LOCALHOST./x", ADDR_LOOPBACK},
         {"http://api.localhost/x", ADDR_LOOPBACK},
@@ -101,12 +111,29 @@ static void test_url_host(void **state)
         {"http://10.0.0.5@shop.example/x", ADDR_PUBLIC},
         {"http://169.254.169.254/latest/meta-data", ADDR_LINK_LOCAL},
         {"http://[::1]:8080/", ADDR_LOOPBACK},
+        {"http://[::]/", ADDR_RESERVED},
         {"http://[fe80::1%25eth0]/", ADDR_LINK_LOCAL},
         {"http://[::ffff:192.168.0.1]/", ADDR_PRIVATE},
         {"https://[2001:4860:4860::8888]/", ADDR_PUBLIC},
         {"http://shop.example?u=http://127.0.0.1/", ADDR_PUBLIC},
+        {"http://", ADDR_INVALID}, /* no host: curl cannot parse it */
+        {"http://[::1/", ADDR_INVALID},
     };
-    check(cases, sizeof(cases) / sizeof(cases[0]), addr_kind_of_url_host);
+    check(cases, sizeof(cases) / sizeof(cases[0]), url_kind);
+}
+
+static void test_host(void **state)
+{
+    (void)state;
+    static const struct case_ cases[] = {
+        {"shop.example", ADDR_PUBLIC},
+        {"[::1]", ADDR_LOOPBACK},
+        {"::1", ADDR_LOOPBACK},
+        {"127.0.0.1", ADDR_LOOPBACK},
+        {"localhost", ADDR_LOOPBACK},
+        {"", ADDR_PUBLIC},
+    };
+    check(cases, sizeof(cases) / sizeof(cases[0]), addr_kind_of_host);
 }
 
 int main(void)
@@ -115,6 +142,7 @@ int main(void)
         cmocka_unit_test(test_ipv4),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_url_host),
+        cmocka_unit_test(test_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
