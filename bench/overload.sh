@@ -92,8 +92,9 @@ mode_env() {
 }
 
 # The machine probe (see the head of this file) beside run $1, into
-# $TMP/$1-probe.json.
+# $TMP/$1-probe.json. Stopped with the rest if this script ends early.
 PROBE_PID=""
+trap 'if [[ -n "${PROBE_PID:-}" ]]; then stop_pid "$PROBE_PID"; fi; cleanup' EXIT
 start_probe() {
     ((PROBE_RATE > 0)) || return 0
     "${PAYBENCH_PREFIX[@]}" "$PAYBENCH" --url "http://127.0.0.1:$NGINX_PORT/" --scenario static \
